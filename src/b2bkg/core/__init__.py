@@ -1,0 +1,1 @@
+"""Shared core: errors, configs, seeding, progress, beam conditions."""

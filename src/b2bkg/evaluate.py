@@ -1,0 +1,41 @@
+"""Evaluation entry point shared by the CLI and notebooks: dispatch on the files' schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from b2bkg.core.errors import SchemaError
+from b2bkg.io import open_file
+
+
+def _load(path, group, max_events):
+    with open_file(path) as f:
+        if group not in f.groups:
+            raise SchemaError(str(path), group, f"file has no {group} group (has: {', '.join(f.groups)})")
+        stop = f.n_events if max_events is None else min(f.n_events, max_events)
+        return f.read(group, 0, stop)
+
+
+def evaluate_files(truth, generated, out, *, truth2=None, seed: int = 0, max_events: int | None = None) -> dict:
+    """Evaluate ``generated`` against ``truth`` (and the floor from ``truth2``), writing ``out/``.
+
+    The pillar is chosen from the truth file's groups: ``pxd`` -> :func:`b2bkg.pxd.evaluate.evaluate_pxd`,
+    ``ecl`` -> :func:`b2bkg.ecl.evaluate.evaluate_ecl`.
+    """
+    with open_file(truth) as f:
+        groups = f.groups
+    if "pxd" in groups:
+        from b2bkg.pxd.evaluate import evaluate_pxd as fn
+
+        group = "pxd"
+    elif "ecl" in groups:
+        from b2bkg.ecl.evaluate import evaluate_ecl as fn
+
+        group = "ecl"
+    else:
+        raise SchemaError(str(truth), None, f"nothing to evaluate: groups {groups} (need pxd or ecl)")
+    t = _load(truth, group, max_events)
+    g = _load(generated, group, max_events)
+    t2 = _load(truth2, group, max_events) if truth2 else None
+    Path(out).mkdir(parents=True, exist_ok=True)
+    return fn(t, g, out, truth2=t2, seed=seed)

@@ -1,0 +1,115 @@
+"""The file contract: groups, dataset dtypes, metadata, and their validation.
+
+See shared/DESIGN.md. Every reader validates what it reads and raises
+:class:`b2bkg.core.errors.SchemaError` naming the file, the dataset and the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from b2bkg import __version__
+from b2bkg.core.errors import SchemaError
+
+from .events import N_CRYSTALS, N_SAMPLES, PXD_FIELDS, SCHEMAS, SMC_PARTICLE_FIELDS
+
+GROUP_ORDER = ("pxd", "ecl", "smc", "conditions")
+H5_SUFFIXES = (".h5", ".hdf5", ".hdf")
+ROOT_SUFFIXES = (".root",)
+
+__all__ = ["file_format", "schema_tag", "parse_schema_tag", "make_meta", "check_dtype", "GROUP_ORDER", "smc_per_event_dtype"]
+
+
+def file_format(path: str | Path) -> str:
+    """'hdf5' or 'root' from the file suffix; anything else is a one-line error."""
+    s = Path(path).suffix.lower()
+    if s in H5_SUFFIXES:
+        return "hdf5"
+    if s in ROOT_SUFFIXES:
+        return "root"
+    raise SchemaError(str(path), None, f"unknown file suffix {s!r} (use .h5/.hdf5 for HDF5 or .root for ROOT)")
+
+
+def schema_tag(groups) -> str:
+    """Root ``schema`` attribute: the tags of the data groups present, joined by '+'."""
+    tags = [SCHEMAS[g] for g in GROUP_ORDER if g in groups and g in SCHEMAS]
+    return "+".join(tags) if tags else "b2bkg.conditions/1"
+
+
+def parse_schema_tag(tag, file: str) -> tuple[str, ...]:
+    """Data groups named by a schema tag; unknown tags raise."""
+    if isinstance(tag, bytes):
+        tag = tag.decode()
+    if not isinstance(tag, str) or not tag:
+        raise SchemaError(file, None, "missing root attribute 'schema' (not a b2bkg file)")
+    inv = {v: k for k, v in SCHEMAS.items()}
+    groups = []
+    for part in tag.split("+"):
+        if part == "b2bkg.conditions/1":
+            continue
+        if part not in inv:
+            known = ", ".join(sorted(SCHEMAS.values()))
+            raise SchemaError(file, None, f"unknown schema tag {part!r} (known: {known})")
+        groups.append(inv[part])
+    return tuple(groups)
+
+
+def _git_hash() -> str:
+    try:
+        root = Path(__file__).resolve().parents[3]
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() if out.returncode == 0 else ""
+    except Exception:
+        return ""
+
+
+def make_meta(groups, n_events: int, seed, command: str, attrs: dict | None = None) -> dict:
+    """Metadata recorded in every file (HDF5 root attributes; ROOT TObjString ``b2bkg_meta``)."""
+    meta = {
+        "schema": schema_tag(groups),
+        "n_events": int(n_events),
+        "seed": -1 if seed is None else int(seed),
+        "command": command or "",
+        "b2bkg_version": __version__,
+        "git": _git_hash(),
+    }
+    for k, v in (attrs or {}).items():
+        meta[k] = v if isinstance(v, (int, float, str, bool)) else json.dumps(v)
+    return meta
+
+
+def smc_per_event_dtype(name: str):
+    if name == "event_id":
+        return np.int64
+    if name.startswith("passed_"):
+        return np.bool_
+    return np.float32
+
+
+def expected_dtype(group: str, name: str):
+    if group == "pxd":
+        return np.int64 if name == "offsets" else PXD_FIELDS.get(name)
+    if group == "ecl":
+        return np.int32 if name == "waveforms" else None
+    if group == "conditions":
+        return np.float32 if name == "values" else None
+    if group == "smc":
+        if name == "offsets":
+            return np.int64
+        if name in SMC_PARTICLE_FIELDS:
+            return SMC_PARTICLE_FIELDS[name]
+        return smc_per_event_dtype(name)
+    return None
+
+
+def check_dtype(file: str, group: str, name: str, dtype) -> None:
+    exp = expected_dtype(group, name)
+    if exp is not None and np.dtype(dtype) != np.dtype(exp):
+        raise SchemaError(file, f"{group}/{name}", f"dtype {np.dtype(dtype)} where {np.dtype(exp)} is required")
+
+
+ECL_SHAPE = (N_CRYSTALS, N_SAMPLES)
