@@ -23,24 +23,19 @@ TARGET_OCCUPANCY = 0.01
 
 
 def calibrate_output_occupancy(gen, z, occupancy: float = TARGET_OCCUPANCY, threshold_adu: int = 7) -> None:
-    """Rescale ``gen.out`` so that a fraction ``occupancy`` of pixels of ``gen(z[:1])`` passes the threshold.
+    """Rescale ``gen.out`` so that a fraction ``occupancy`` of pixels of ``gen(z[:4])`` passes the threshold.
 
     Pre-tanh values y = W h + b are mapped to mu + sigma (y - m)/s (m, s their mean and std over
-    one image) with sigma = 0.3 and mu chosen so that P(y > atanh(x_threshold)) = ``occupancy``
+    the first 4 images) with sigma = 0.3 and mu chosen so that P(y > atanh(x_threshold)) = ``occupancy``
     for a Gaussian.
     """
     import math
     from statistics import NormalDist
 
     import torch
-    import torch.nn.functional as F
 
-    cfg = gen.cfg
     with torch.inference_mode():
-        h = gen.blocks(gen.dense(z[:1]).view(1, cfg.channels[0], *cfg.base_grid))
-        if h.shape[-2:] != (cfg.image_rows, cfg.image_cols):
-            h = F.interpolate(h, size=(cfg.image_rows, cfg.image_cols), mode=cfg.final_upsample)
-        y = gen.out(h)
+        y = gen.out(gen.features(z[:4]))  # (4, 1, 256, 768) pre-tanh
         m, s = float(y.mean()), float(y.std()) or 1.0
     x_thr = 2 * math.log(threshold_adu + 0.5) / math.log(256) - 1  # rounding: >= thr - 0.5 ADU passes
     sigma = 0.3

@@ -143,15 +143,19 @@ class Generator(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.out = nn.Conv2d(c_in, 1, cfg.kernel, stride=1, padding=pad)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """z: (B, latent_dim) float -> (B, 1, image_rows, image_cols) in [-1, 1]."""
+    def features(self, z: torch.Tensor) -> torch.Tensor:
+        """z: (B, latent_dim) -> last feature map at full image size, (B, C_last, image_rows, image_cols)."""
         cfg = self.cfg
         h = self.dense(z).view(z.shape[0], cfg.channels[0], *cfg.base_grid)  # (B, C0, 8, 24)
         h = self.blocks(h)  # (B, C_last, 8*2^n, 24*2^n) = (B, 32, 256, 768) in the paper config
         if h.shape[-2:] != (cfg.image_rows, cfg.image_cols):
             h = F.interpolate(h, size=(cfg.image_rows, cfg.image_cols), mode=cfg.final_upsample,
                               **({} if cfg.final_upsample == "nearest" else {"align_corners": False}))
-        return torch.tanh(self.out(h))  # (B, 1, 256, 768)
+        return h
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """z: (B, latent_dim) float -> (B, 1, image_rows, image_cols) in [-1, 1]."""
+        return torch.tanh(self.out(self.features(z)))  # (B, 1, 256, 768)
 
 
 class Critic(nn.Module):
