@@ -113,7 +113,11 @@ class _Tables:
     w_forward: np.ndarray  # (8736,) HER share of the single-beam part
     lut: np.ndarray  # pulse look-up table, step _LUT_STEP_US
     sample_t: np.ndarray  # (31,) sample times, us
-    group_members: tuple  # per group: crystal indices
+    group_ranges: tuple  # per group: (first, stop) crystal index (groups are contiguous)
+    chol_t: np.ndarray  # (G, 31, 31) float32, transposed Cholesky factors
+    common_mode: np.ndarray  # (G,) coherent-noise rms / group rms
+    noise_scale: np.ndarray  # (8736, 1) float32
+    baseline: np.ndarray  # (8736, 31) float64 pedestal + group pattern
     nb5: np.ndarray  # (8736, K5) 5x5 neighbour table
     unit: np.ndarray  # (8736, 3) crystal direction
 
@@ -131,14 +135,23 @@ def _tables(cfg: EclSimConfig) -> _Tables:
     )
     theta, phi = crystal_theta(), crystal_phi()
     unit = np.stack([np.sin(theta) * np.cos(phi), np.sin(theta) * np.sin(phi), np.cos(theta)], axis=1)
-    members = tuple(np.flatnonzero(det.group == g) for g in range(det.n_groups))
+    ranges = []
+    for g in range(det.n_groups):
+        idx = np.flatnonzero(det.group == g)
+        if not np.array_equal(idx, np.arange(idx[0], idx[-1] + 1)):
+            raise ConfigError(f"noise group {g} is not a contiguous range of crystals")
+        ranges.append((int(idx[0]), int(idx[-1]) + 1))
     return _Tables(
         det=det,
         profile=profile,
         w_forward=0.5 * (1.0 + np.cos(theta)),
         lut=det.pulse.table(_LUT_STEP_US, 40.0),
         sample_t=np.arange(N_SAMPLES) * det.tick_us,
-        group_members=members,
+        group_ranges=tuple(ranges),
+        chol_t=np.ascontiguousarray(np.transpose(det.cholesky, (0, 2, 1))).astype(np.float32),
+        common_mode=(det.config.common_mode_rms_adu / det.group_rms_adu).astype(np.float32),
+        noise_scale=det.crystal_noise_scale[:, None].astype(np.float32),
+        baseline=det.mean_waveform_adu(),
         nb5=neighbour_table(5),
         unit=unit,
     )
@@ -183,17 +196,17 @@ def simulate_event(rng: np.random.Generator, conditions: np.ndarray, config: Ecl
     det = tb.det
     n_s = N_SAMPLES
 
-    # correlated electronics noise (per group x = z L^T) + coherent group noise
+    # correlated electronics noise (per group x = z L^T) + coherent group noise. Groups are theta
+    # bands, hence contiguous ranges of crystals.
     z = rng.standard_normal((N_CRYSTALS, n_s), dtype=np.float32)
-    zc = rng.standard_normal((det.n_groups, n_s))
-    wave = np.empty((N_CRYSTALS, n_s), dtype=np.float64)
-    cm = det.config.common_mode_rms_adu / det.group_rms_adu
-    for g, idx in enumerate(tb.group_members):  # 12 groups
-        L = det.cholesky[g]
-        wave[idx] = z[idx] @ L.T.astype(np.float32)
-        wave[idx] += (cm[g] * zc[g]) @ L.T
-    wave *= det.crystal_noise_scale[:, None]
-    wave += det.mean_waveform_adu()
+    zc = rng.standard_normal((det.n_groups, n_s)).astype(np.float32)
+    noise = np.empty((N_CRYSTALS, n_s), dtype=np.float32)
+    for g, (a, b) in enumerate(tb.group_ranges):  # 12 groups
+        lt = tb.chol_t[g]  # (31, 31) = L^T, float32
+        np.matmul(z[a:b], lt, out=noise[a:b])
+        noise[a:b] += (tb.common_mode[g] * zc[g]) @ lt
+    noise *= tb.noise_scale
+    wave = tb.baseline + noise  # float64 (8736, 31)
 
     # pile-up photons: Poisson count per crystal over [-pre_window, window end)
     t_lo = -cfg.pre_window_us

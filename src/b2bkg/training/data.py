@@ -52,11 +52,16 @@ class ArrayBatches:
         seed: master seed of the shuffling stream.
         rank, world_size: this process's DDP rank and the number of ranks.
         dtype: torch dtype for floating-point arrays (others keep theirs).
+        transform: optional ``f(batch) -> batch`` applied to each gathered batch, e.g. to turn
+            event indices into dense images: ``ArrayBatches(np.arange(n), B, seed, transform=densify)``.
 
-    ``next()`` returns a tensor (or dict of tensors) of shape ``(B/W, ...)`` on CPU.
+    Arrays may be anything indexable by a sorted int64 index array (numpy, ``np.memmap``, h5py
+    datasets). ``next()`` returns a tensor (or dict of tensors) of shape ``(B/W, ...)`` on CPU,
+    or what ``transform`` makes of it.
     """
 
-    def __init__(self, arrays, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, dtype=torch.float32):
+    def __init__(self, arrays, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, dtype=torch.float32,
+                 transform=None):
         self._single = not isinstance(arrays, dict)
         self.arrays = {"x": arrays} if self._single else dict(arrays)
         lengths = {k: len(v) for k, v in self.arrays.items()}
@@ -68,6 +73,7 @@ class ArrayBatches:
         if self.n < batch_size:
             raise ConfigError(f"batch_size: {batch_size} is larger than the training sample ({self.n} rows)")
         self.batch_size, self.seed, self.rank, self.world_size, self.dtype = batch_size, seed, rank, world_size, dtype
+        self.transform = transform
         self.epoch, self.position = 0, 0
         self._perm_epoch, self._perm = -1, None
 
@@ -92,7 +98,8 @@ class ArrayBatches:
         for k, a in self.arrays.items():
             t = torch.as_tensor(np.asarray(a[idx]))
             out[k] = t.to(self.dtype) if t.is_floating_point() else t
-        return out["x"] if self._single else out
+        batch = out["x"] if self._single else out
+        return self.transform(batch) if self.transform is not None else batch
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": int(self.epoch), "position": int(self.position)}

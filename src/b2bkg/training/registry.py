@@ -43,6 +43,7 @@ What a family provides (subclass :class:`Family`, decorate with :func:`register`
 ``cannot_generate`` ``None``, or a one-line reason (e.g. the cluster GAN makes clusters, not events).
 ``conditioned``     True if ``sample`` uses per-event beam ``conditions`` (``generate --conditions``).
 ``supports_keep``   True if ``sample`` takes ``keep`` (events read from ``generate --keep-from``).
+``generate_batch_size`` default events per ``sample`` call.
 ==================  ==============================================================================
 
 Example (the toy family in :mod:`b2bkg.training.toy` is the full, tested version)::
@@ -98,7 +99,7 @@ from typing import Any, Literal
 from b2bkg.core.config import check_range
 from b2bkg.core.errors import ConfigError, ModelError
 
-__all__ = ["TrainConfig", "Family", "register", "get_family", "known_families", "FAMILY_PACKAGES", "CONFIGS_DIR"]
+__all__ = ["TrainConfig", "Family", "register", "get_family", "known_families", "unregister", "FAMILY_PACKAGES", "CONFIGS_DIR"]
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -170,6 +171,7 @@ class Family:
     cannot_generate: str | None = None
     conditioned: bool = False
     supports_keep: bool = False
+    generate_batch_size: int = 256
     description: str = ""
 
     # -- configuration -------------------------------------------------------------------------
@@ -250,6 +252,11 @@ def register(name: str):
         return cls
 
     return deco
+
+
+def unregister(name: str) -> None:
+    """Remove ``name`` from the registry (tests that register throw-away families)."""
+    _REGISTRY.pop(name, None)
 
 
 def _discover() -> None:

@@ -213,6 +213,7 @@ class Trainer:
             return
         if cfg_file.exists():
             raise ConfigError(f"--out {self.out}: already holds a run (config.yaml); use --resume or a new folder")
+        barrier()  # every rank has checked before rank 0 writes
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
             ck.write_yaml(cfg_file, self._run_config())

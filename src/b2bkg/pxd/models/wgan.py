@@ -66,7 +66,7 @@ class WganConfig:
     """
 
     latent_dim: int = 96
-    base_grid: tuple[int, int] = (8, 24)
+    base_grid: tuple[int, ...] = (8, 24)
     channels: tuple[int, ...] = (512, 256, 128, 64, 32)
     kernel: int = 5
     critic_channels: tuple[int, ...] = (32, 64, 128, 256, 512)

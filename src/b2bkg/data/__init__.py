@@ -1,0 +1,1 @@
+"""Data files shipped with b2bkg (the Geant4 PXD reference)."""
