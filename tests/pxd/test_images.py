@@ -10,7 +10,9 @@ import torch
 
 from b2bkg.core.errors import ConfigError, SchemaError
 from b2bkg.io.events import N_SENSORS, N_UCELLS, N_VCELLS, PxdDigits
-from b2bkg.pxd.images import crop_rows, dense_to_digits, digits_to_dense, from_adu, pad_rows, to_adu
+from b2bkg.pxd.images import (
+    crop_rows, dense_to_digits, digits_to_dense, digits_to_sensor_images, from_adu, pad_rows, to_adu,
+)
 
 NPIX = N_SENSORS * N_UCELLS * N_VCELLS
 
@@ -126,3 +128,17 @@ def test_pad_and_crop_inverse():
     assert p.shape == (2, 1, 256, 768) and torch.equal(crop_rows(p), x)
     with pytest.raises(ValueError, match="rows"):
         crop_rows(torch.zeros(1, 200, 768))
+
+
+def test_sensor_image_pairs_match_dense_and_repeat():
+    d = random_digits(hits=(3000, 5, 2000))
+    full = digits_to_dense(d, slice(None))
+    ev, se = [2, 0, 2, 2, 1], [7, 7, 39, 7, 0]
+    imgs = digits_to_sensor_images(d, ev, se)
+    assert imgs.shape == (5, 1, 256, 768)
+    for n, (e, s) in enumerate(zip(ev, se)):
+        assert torch.equal(imgs[n, 0], full[e, s])
+    coarse = digits_to_sensor_images(d, [2], [7], out_shape=(125, 384), pad_to=None, transform=False)
+    assert torch.equal(coarse[0], digits_to_dense(d, 2, sensors=[7], out_shape=(125, 384), pad_to=None, transform=False)[0])
+    with pytest.raises(ValueError, match="sensor_idx"):
+        digits_to_sensor_images(d, [0, 1], [3])

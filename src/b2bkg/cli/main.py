@@ -70,7 +70,8 @@ def cli(ctx, quiet, debug):
 
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
-    set_quiet(quiet)
+    if quiet:
+        set_quiet(True)
 
 
 def command_line() -> str:

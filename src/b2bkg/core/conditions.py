@@ -44,9 +44,9 @@ class ConditionsConfig:
     ler_current_scale: float = 1.0
     her_vacuum_scale: float = 1.0
     ler_vacuum_scale: float = 1.0
-    current_spread: float = 0.04
-    lumi_spread: float = 0.04
-    vacuum_spread: float = 0.05
+    current_spread: float = 0.015
+    lumi_spread: float = 0.01
+    vacuum_spread: float = 0.15
     injection_probability: float = 0.002
 
     def __post_init__(self):

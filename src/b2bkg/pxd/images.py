@@ -38,7 +38,7 @@ from b2bkg.io.events import N_SENSORS, N_UCELLS, N_VCELLS, PxdDigits
 
 __all__ = [
     "DEFAULT_THRESHOLD_ADU", "ADU_MAX", "PAD_ROWS", "from_adu", "to_adu", "crop_rows", "pad_rows",
-    "digits_to_dense", "dense_to_digits",
+    "digits_to_dense", "digits_to_sensor_images", "dense_to_digits",
 ]
 
 DEFAULT_THRESHOLD_ADU = 7
@@ -148,7 +148,8 @@ def digits_to_dense(
 
     Returns:
         float32 tensor of shape (E, S, R, C): E = number of events, S = number of sensors,
-        R = ``pad_to`` or ``out_shape[0]``, C = ``out_shape[1]``.
+        R = ``pad_to`` or ``out_shape[0]``, C = ``out_shape[1]`` (E * S * 0.75 MB at full size:
+        convert a batch at a time, never the whole dataset).
     """
     idx = _event_list(digits, event_idx)
     if sensors is None:
@@ -157,41 +158,92 @@ def digits_to_dense(
         sens = np.atleast_1d(np.asarray(sensors, np.int64))
         if sens.ndim != 1 or len(sens) == 0 or sens.min() < 0 or sens.max() >= N_SENSORS or len(np.unique(sens)) != len(sens):
             raise ValueError(f"sensors: {sensors!r} must be distinct sensor indices in 0..{N_SENSORS - 1}")
+    rows, cols = _check_grid(out_shape, pad_to)
+    E, S = len(idx), len(sens)
+    ev, hit = _hits_of(digits, idx)
+    slot = np.full(N_SENSORS, -1, np.int64)
+    slot[sens] = np.arange(S)
+    s = slot[digits.sensor[hit]]
+    keep = s >= 0
+    img = _images(digits, hit[keep], ev[keep] * S + s[keep], E * S, (rows, cols), pad_to, transform, device)
+    return img.view(E, S, *img.shape[-2:])
+
+
+def _check_grid(out_shape, pad_to) -> tuple[int, int]:
     rows, cols = (int(out_shape[0]), int(out_shape[1]))
     if rows <= 0 or cols <= 0 or N_UCELLS % rows or N_VCELLS % cols:
         raise ValueError(f"out_shape: {tuple(out_shape)} must divide ({N_UCELLS}, {N_VCELLS}) exactly in each dimension")
     if pad_to is not None and pad_to < rows:
         raise ValueError(f"pad_to: {pad_to} is smaller than the {rows} image rows")
-    E, S = len(idx), len(sens)
+    return rows, cols
 
-    # hit indices of the chosen events, concatenated without a Python loop over events
+
+def _hits_of(digits: PxdDigits, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(position of the event in ``idx``, hit index) of every hit of the events ``idx``, no loop over events."""
     starts, stops = digits.offsets[idx], digits.offsets[idx + 1]
     lengths = stops - starts
     total = int(lengths.sum())
     first = np.cumsum(lengths) - lengths  # position of each event's first hit in the output list
     hit = np.repeat(starts - first, lengths) + np.arange(total, dtype=np.int64)
-    ev = np.repeat(np.arange(E, dtype=np.int64), lengths)
+    ev = np.repeat(np.arange(len(idx), dtype=np.int64), lengths)
+    return ev, hit
 
-    slot = np.full(N_SENSORS, -1, np.int64)
-    slot[sens] = np.arange(S)
-    s = slot[digits.sensor[hit]]
-    keep = s >= 0
-    ev, s, hit = ev[keep], s[keep], hit[keep]
+
+def _images(digits: PxdDigits, hit: np.ndarray, img: np.ndarray, n_img: int, grid: tuple[int, int],
+            pad_to: int | None, transform: bool, device) -> torch.Tensor:
+    """Scatter the hits ``hit`` into image ``img`` of each -> (n_img, R, C) float32."""
     u = digits.ucell[hit].astype(np.int64)
     v = digits.vcell[hit].astype(np.int64)
-    flat = ((ev * S + s) * N_UCELLS + u) * N_VCELLS + v
-
-    adu = torch.zeros(E * S * N_UCELLS * N_VCELLS, dtype=torch.float32, device=device)
+    flat = (img * N_UCELLS + u) * N_VCELLS + v
+    adu = torch.zeros(n_img * N_UCELLS * N_VCELLS, dtype=torch.float32, device=device)
     adu.index_put_((torch.from_numpy(flat).to(adu.device),),
                    torch.from_numpy(digits.charge[hit].astype(np.float32)).to(adu.device), accumulate=True)
-    adu = adu.clamp_(max=ADU_MAX).view(E, S, N_UCELLS, N_VCELLS)
+    adu = adu.clamp_(max=ADU_MAX).view(n_img, N_UCELLS, N_VCELLS)
+    rows, cols = grid
     if (rows, cols) != (N_UCELLS, N_VCELLS):
         k = (N_UCELLS // rows, N_VCELLS // cols)
-        adu = F.max_pool2d(adu.view(E * S, 1, N_UCELLS, N_VCELLS), kernel_size=k, stride=k).view(E, S, rows, cols)
+        adu = F.max_pool2d(adu.unsqueeze(1), kernel_size=k, stride=k).squeeze(1)
     out = from_adu(adu) if transform else adu
     if pad_to is not None and pad_to > rows:
         out = pad_rows(out, pad_to, value=-1.0 if transform else 0.0)
     return out.contiguous()
+
+
+def digits_to_sensor_images(
+    digits: PxdDigits,
+    event_idx: Sequence[int] | np.ndarray,
+    sensor_idx: Sequence[int] | np.ndarray,
+    out_shape: tuple[int, int] = (N_UCELLS, N_VCELLS),
+    pad_to: int | None = PAD_ROWS,
+    *,
+    transform: bool = True,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Images of chosen (event, sensor) pairs, e.g. a training batch of single-sensor images.
+
+    Args:
+        digits: zero-suppressed digits.
+        event_idx, sensor_idx: the N pairs, two integer sequences of the same length N (pairs may repeat).
+        out_shape, pad_to, transform, device: as in :func:`digits_to_dense`.
+
+    Returns:
+        float32 tensor of shape (N, 1, R, C): image n is sensor ``sensor_idx[n]`` of event ``event_idx[n]``.
+    """
+    ev = _event_list(digits, np.asarray(event_idx))
+    se = np.atleast_1d(np.asarray(sensor_idx))
+    if se.shape != ev.shape or se.dtype.kind not in "iu" or (len(se) and (se.min() < 0 or se.max() >= N_SENSORS)):
+        raise ValueError(f"sensor_idx: expected {len(ev)} sensor indices in 0..{N_SENSORS - 1} (one per event_idx), got {sensor_idx!r}")
+    grid = _check_grid(out_shape, pad_to)
+    # build each distinct pair once, then repeat: key = event * 40 + sensor
+    keys, pair_of = np.unique(ev * N_SENSORS + se.astype(np.int64), return_inverse=True)
+    uniq_ev, ev_pos_of_key = np.unique(keys // N_SENSORS, return_inverse=True)
+    table = np.full(len(uniq_ev) * N_SENSORS, -1, np.int64)  # (event position, sensor) -> distinct pair
+    table[ev_pos_of_key.reshape(-1) * N_SENSORS + keys % N_SENSORS] = np.arange(len(keys))
+    hev, hit = _hits_of(digits, uniq_ev)
+    img = table[hev * N_SENSORS + digits.sensor[hit].astype(np.int64)]
+    keep = img >= 0
+    images = _images(digits, hit[keep], img[keep], len(keys), grid, pad_to, transform, device)  # (P, R, C)
+    return images[torch.from_numpy(pair_of.reshape(-1)).to(images.device)].unsqueeze(1)
 
 
 def dense_to_digits(images: torch.Tensor | np.ndarray, threshold_adu: int = DEFAULT_THRESHOLD_ADU) -> PxdDigits:

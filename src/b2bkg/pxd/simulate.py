@@ -108,10 +108,10 @@ class TwoPhotonConfig:
     ~ N(0, ``eta_sigma``); CM boost ``boost_betagamma_z`` along z and ``boost_beta_x`` along x.
     """
 
-    particles_per_event: float = 9000.0
+    particles_per_event: float = 9400.0
     pt_min_mev: float = 2.8
     pt_max_mev: float = 500.0
-    pt_power: float = 3.5
+    pt_power: float = 3.6
     eta_sigma: float = 2.0
     boost_betagamma_z: float = 0.287
     boost_beta_x: float = 0.0415
@@ -158,7 +158,7 @@ class LossSourceConfig:
     photon_min_kev: float = 5.0
     photon_max_kev: float = 2000.0
     photon_spectral_index: float = 1.0
-    max_incidence_deg: float = 80.0
+    max_incidence_deg: float = 65.0
     scaling: Scaling = field(default_factory=Scaling)
 
     def __post_init__(self):
@@ -181,16 +181,17 @@ class DigitizerConfig:
     """Charge deposition, diffusion and the DEPFET/DCD digitization."""
 
     mip_mpv_e_per_um: float = 75.0
-    landau_width: float = 0.09
+    landau_width: float = 0.06
     landau_max: float = 10.0
     delta_xi_kev_per_um: float = 0.0179
     delta_cut_kev: float = 10.0
     delta_max_kev: float = 1000.0
     pair_energy_ev: float = 3.65
-    diffusion_sigma_um: float = 7.0
+    electron_straightness: float = 0.3
+    diffusion_sigma_um: float = 8.0
     group_step_um: float = 25.0
     min_groups: int = 4
-    group_shape: float = 1.0
+    group_shape: float = 8.0
     electrons_per_adu: float = 216.7
     noise_adu: float = 0.7
     threshold_adu: int = 7
@@ -205,6 +206,7 @@ class DigitizerConfig:
         check_range("delta_cut_kev", self.delta_cut_kev, 1.0, 1000.0, "keV")
         check_range("delta_max_kev", self.delta_max_kev, self.delta_cut_kev, 10000.0, "keV")
         check_range("pair_energy_ev", self.pair_energy_ev, 1.0, 10.0, "eV")
+        check_range("electron_straightness", self.electron_straightness, 0.0, 1.0)
         check_range("diffusion_sigma_um", self.diffusion_sigma_um, 0.0, 100.0, "um")
         check_range("group_step_um", self.group_step_um, 1.0, 1000.0, "um")
         check_range("min_groups", self.min_groups, 1, 100)
@@ -220,7 +222,7 @@ def _rbb() -> LossSourceConfig:
     # spent e+- of radiative Bhabhas over-bent in the final focus: far, both sides, all phi
     return LossSourceConfig(
         hits_per_event=3500.0, loss_z_mm=0.0, loss_z_sigma_mm=700.0, loss_radius_mm=30.0, loss_phi_deg=0.0,
-        loss_phi_sigma_deg=180.0, photon_fraction=0.75, photon_min_kev=10.0, photon_max_kev=2000.0, scaling=Scaling(lumi=1.0))
+        loss_phi_sigma_deg=180.0, photon_fraction=0.75, photon_min_kev=10.0, photon_max_kev=2000.0, photon_spectral_index=0.3, scaling=Scaling(lumi=1.0))
 
 
 def _synchrotron() -> LossSourceConfig:
@@ -234,14 +236,14 @@ def _touschek_ler() -> LossSourceConfig:
     # LER (e+, travels to -z): off-momentum particles lost in the horizontal plane upstream (+z)
     return LossSourceConfig(
         hits_per_event=5000.0, loss_z_mm=250.0, loss_z_sigma_mm=150.0, loss_radius_mm=10.0, loss_phi_deg=0.0,
-        loss_phi_sigma_deg=60.0, opposite_fraction=0.0, photon_fraction=0.6, photon_min_kev=10.0, photon_max_kev=2000.0,
+        loss_phi_sigma_deg=60.0, opposite_fraction=0.0, photon_fraction=0.6, photon_min_kev=10.0, photon_max_kev=2000.0, photon_spectral_index=0.3,
         scaling=Scaling(ler_current=2.0, injection_factor=1.6))
 
 
 def _touschek_her() -> LossSourceConfig:
     return LossSourceConfig(
         hits_per_event=1500.0, loss_z_mm=-250.0, loss_z_sigma_mm=150.0, loss_radius_mm=10.0, loss_phi_deg=0.0,
-        loss_phi_sigma_deg=60.0, opposite_fraction=0.0, photon_fraction=0.6, photon_min_kev=10.0, photon_max_kev=2000.0,
+        loss_phi_sigma_deg=60.0, opposite_fraction=0.0, photon_fraction=0.6, photon_min_kev=10.0, photon_max_kev=2000.0, photon_spectral_index=0.3,
         scaling=Scaling(her_current=2.0, injection_factor=1.3))
 
 
@@ -249,14 +251,14 @@ def _beamgas_ler() -> LossSourceConfig:
     # bremsstrahlung (horizontal) and Coulomb (vertical) losses together: all phi
     return LossSourceConfig(
         hits_per_event=3000.0, loss_z_mm=150.0, loss_z_sigma_mm=200.0, loss_radius_mm=10.0, loss_phi_deg=0.0,
-        loss_phi_sigma_deg=180.0, opposite_fraction=0.0, photon_fraction=0.6, photon_min_kev=10.0, photon_max_kev=2000.0,
+        loss_phi_sigma_deg=180.0, opposite_fraction=0.0, photon_fraction=0.6, photon_min_kev=10.0, photon_max_kev=2000.0, photon_spectral_index=0.3,
         scaling=Scaling(ler_current=1.0, ler_vacuum=1.0, injection_factor=1.6))
 
 
 def _beamgas_her() -> LossSourceConfig:
     return LossSourceConfig(
         hits_per_event=1000.0, loss_z_mm=-150.0, loss_z_sigma_mm=200.0, loss_radius_mm=10.0, loss_phi_deg=0.0,
-        loss_phi_sigma_deg=180.0, opposite_fraction=0.0, photon_fraction=0.6, photon_min_kev=10.0, photon_max_kev=2000.0,
+        loss_phi_sigma_deg=180.0, opposite_fraction=0.0, photon_fraction=0.6, photon_min_kev=10.0, photon_max_kev=2000.0, photon_spectral_index=0.3,
         scaling=Scaling(her_current=1.0, her_vacuum=1.0, injection_factor=1.3))
 
 
@@ -380,7 +382,8 @@ def _electron_segments(rng, sensor, u, v, e_kev: np.ndarray, dig: DigitizerConfi
     exit_um = np.where(cos_t > 0, t_um - depth, depth) / np.maximum(np.abs(cos_t), 1e-6)
     path = np.minimum(rng_um, exit_um)
     charge = e_kev * 1e3 / dig.pair_energy_ev * (path / rng_um)
-    proj_mm = path * np.sqrt(1.0 - cos_t**2) * 1e-3
+    # multiple scattering curls a slow electron up: its projected extent is a fraction of its path
+    proj_mm = path * np.sqrt(1.0 - cos_t**2) * (1e-3 * dig.electron_straightness)
     az = 2 * np.pi * rng.random(n)
     return _Segments(sensor, u, v, proj_mm * np.cos(az), proj_mm * np.sin(az), charge)
 

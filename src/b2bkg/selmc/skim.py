@@ -91,6 +91,9 @@ class SkimConfig:
     sigprob_cut: float = 0.001
     d_window_gev: float = 0.05
     loose_kaon_fraction: float = 0.25
+    prior_scale: tuple = (("fei_bplus", 3.0), ("fei_b0", 0.35))
+    n_best_charm: int = 10
+    n_best_bachelor: int = 20
     score_spread: float = 1.0
     max_tracks: int = 40
     max_photons: int = 40
@@ -253,6 +256,21 @@ def _sel(c, keep):
     return out
 
 
+def _top_n(c, n_best: int):
+    """Keep the ``n_best`` candidates of lowest chi2 per event (the FEI's best-candidate cut)."""
+    if len(c["ev"]) == 0:
+        return c
+    o = np.lexsort((c["chi2"], c["ev"]))
+    ev = c["ev"][o]
+    start = np.r_[True, ev[1:] != ev[:-1]]
+    first = np.maximum.accumulate(np.where(start, np.arange(len(ev)), 0))
+    keep = np.sort(o[(np.arange(len(ev)) - first) < n_best])
+    out = _sel(c, keep)
+    if "last" in c:
+        out["last"] = c["last"][keep]
+    return out
+
+
 def _mass(p4):
     return np.sqrt(np.maximum(p4[:, 3] ** 2 - (p4[:, :3] ** 2).sum(1), 0.0))
 
@@ -351,8 +369,12 @@ def _build_lists(det: dict, cfg: SkimConfig) -> dict:
         star_list(D0, mD0, g, DM_DST0, 0.025, 0.012, [0]),
     )
     Dsst = star_list(Ds, mDs, g, DM_DSTS, 0.025, 0.012, [-1, 1])
-    L.update({"D0": D0, "Dp": Dp, "Ds": Ds, "Jpsi": Jpsi, "Dstp": Dstp, "Dst0": Dst0, "Dsst": Dsst})
-    L["D0K"] = _combine(D0, K)
+    nd, nb = cfg.n_best_charm, cfg.n_best_bachelor
+    L.update({"D0": _top_n(D0, nd), "Dp": _top_n(Dp, nd), "Ds": _top_n(Ds, nd), "Jpsi": _top_n(Jpsi, nd),
+              "Dstp": _top_n(Dstp, nd), "Dst0": _top_n(Dst0, nd), "Dsst": _top_n(Dsst, nd)})
+    L["D0K"] = _top_n(_combine(L["D0"], K), nd)
+    for name in ("pipi", "pipipi", "pipi0", "pipipi0", "Kpi", "KSpi"):
+        L[name] = _top_n(L[name], nb)
     return L
 
 
@@ -392,6 +414,7 @@ def run_skims(events: SmcEvents, keys: np.ndarray, cfg: SkimConfig | None = None
         best_score = np.full(n, -1.0)
         best_any = np.full(n, -1.0)
         charge = [-1, 1] if skim == "fei_bplus" else [0]
+        scale = dict(cfg.prior_scale).get(skim, 1.0)
         for ci, (_name, cl, bl, prior) in enumerate(CHANNELS[skim]):
             B = _combine(L[cl], L[bl])
             B = _sel(B, np.isin(B["q"], charge))
@@ -407,7 +430,7 @@ def run_skims(events: SmcEvents, keys: np.ndarray, cfg: SkimConfig | None = None
             ev = sub[B["ev"][loose]]
             chi2 = B["chi2"][loose] + (d_e[loose] / 0.03) ** 2
             noise = np.exp(cfg.score_spread * normal(keys[ev], B["mt"][loose], B["mg"][loose], _P_SCORE, ci))
-            score = np.clip(prior * np.exp(-0.5 * np.minimum(chi2, 200.0)) * noise, 0.0, 1.0)
+            score = np.clip(scale * prior * np.exp(-0.5 * np.minimum(chi2, 200.0)) * noise, 0.0, 1.0)
             ok = (m_bc[loose] > cfg.mbc_min_gev) & (np.abs(d_e[loose]) < cfg.de_max_gev) & (score > cfg.sigprob_cut)
             # rank: passing candidates first, then by score
             rank = score + 2.0 * ok

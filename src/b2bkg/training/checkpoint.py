@@ -18,13 +18,11 @@ Loading never executes code: weights through safetensors, state through
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import os
 import subprocess
-import tempfile
 from pathlib import Path
 
 import torch
@@ -42,30 +40,7 @@ __all__ = [
 RUN_FORMAT = "b2bkg.run/1"
 
 
-def _file_mode() -> int:
-    """Permissions of a newly created file under the current umask (mkstemp would give 0600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-_MODE = _file_mode()
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path):
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, _MODE)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+from b2bkg.io.atomic import atomic_path  # noqa: E402  (one atomic writer for the project)
 
 
 def write_json(path: str | Path, obj) -> None:

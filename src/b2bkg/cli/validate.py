@@ -1,0 +1,41 @@
+"""``b2bkg validate``: track pulls and vertex resolution with no / true / generated PXD background."""
+
+from __future__ import annotations
+
+import click
+
+from ._common import command_line, seed_option
+
+
+@click.command("validate")
+@click.option("--pxd-model", type=click.Path(exists=True, file_okay=False), help="PXD model run folder for the generated-background scenario.")
+@click.option("--ecl-model", type=click.Path(exists=True, file_okay=False), help="ECL model run folder (ECL cluster physics: not in this version).")
+@click.option("--events", "-n", type=click.IntRange(min=1), default=None, help="Signal events (default 100: ~2000 tracks).")
+@seed_option
+@click.option("--out", "-o", type=click.Path(file_okay=False), required=True, help="Output folder (validation.json, plots, signal files).")
+@click.option("--tracks-per-event", type=click.IntRange(min=1), default=None, help="Y(4S)-like tracks per event (default 20).")
+@click.option("--device", default="cpu", show_default=True, help="Torch device of the generator.")
+@click.option("--no-vertex", is_flag=True, help="Skip the D0 vertex study.")
+def command(pxd_model, ecl_model, events, seed, out, tracks_per_event, device, no_vertex):
+    """Impact-parameter pulls and D0 vertex resolution with no / true / generated PXD background."""
+    from b2bkg.validation.run import DEFAULT_EVENTS, DEFAULT_TRACKS_PER_EVENT, validate
+
+    doc = validate(out, events=events or DEFAULT_EVENTS, seed=seed, pxd_model=pxd_model, ecl_model=ecl_model,
+                   tracks_per_event=tracks_per_event or DEFAULT_TRACKS_PER_EVENT, device=device, vertex=not no_vertex,
+                   command=command_line())
+    rows = []
+    for scen in ("none", "truth", "generated"):
+        d = doc[scen]
+        if "skipped" in d:
+            click.echo(f"{scen}: skipped ({d['skipped']})")
+            continue
+        for b in ("pt_lt_0.2", "pt_0.2_1"):
+            x = d[b]
+            rows.append((scen, b, x["n_tracks"], f"{x['d0_pull_width']:.3f} +- {x['d0_pull_width_err']:.3f}",
+                         f"{x['z0_pull_width']:.3f} +- {x['z0_pull_width_err']:.3f}", f"{x['wrong_pxd_hit_fraction']:.3f}"))
+    from ._common import echo_table
+
+    echo_table(rows, ("scenario", "pT bin", "tracks", "d0 pull width", "z0 pull width", "wrong PXD hits"))
+    for name, c in doc["checks"].items():
+        click.echo(f"check {name}: {'passed' if c.get('passed', c.get('agree')) else 'FAILED'}")
+    click.echo(f"wrote {out}/validation.json")
