@@ -74,14 +74,14 @@ def main(argv=None) -> int:
         return 2
     meta = harness.environment(args.threads) | {"quick": args.quick, "only": args.only}
     data = harness.to_json(results, meta)
-    print(harness.format_table(results))
-    print()
-    import json
-
-    print(json.dumps(data, indent=2, default=str))
-    if args.out:
+    if args.out:  # first, so a closed stdout (| head) cannot lose the results
         harness.write_json(data, args.out)
         print(f"wrote {args.out}", file=sys.stderr)
+    import json
+
+    print(harness.format_table(results))
+    print()
+    print(json.dumps(data, indent=2, default=str))
     return 1 if any(r.status == "error" for r in results) else 0
 
 

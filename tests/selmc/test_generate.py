@@ -26,8 +26,9 @@ def test_conservation_at_every_vertex(samples, sample):
     p4, q3, s, sq, ndau, gm, has = vertex_sums(ev)
     parton = np.isin(np.abs(ev.particles["pdg"]), [1, 2, 3, 4, 21])
     check = (ndau > 0) & ~parton
-    assert check.sum() > 5 * ev.n_events
-    np.testing.assert_allclose(s[check], p4[check], atol=2e-4 * np.maximum(1.0, p4[check, 3:4]))
+    assert check.sum() > 3 * ev.n_events
+    dev = np.abs(s[check] - p4[check]).max(1) / np.maximum(1.0, p4[check, 3])
+    assert dev.max() < 2e-6 * 8, dev.max()  # float32 storage: a few ulps of the energy
     np.testing.assert_array_equal(sq[check], q3[check])
     # leaves are detector-stable particles (or documentation partons of continuum events)
     leaves = (ndau == 0) & ~parton

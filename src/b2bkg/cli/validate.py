@@ -7,6 +7,10 @@ import click
 from ._common import command_line, seed_option
 
 
+def _f(x) -> str:
+    return f"{x:.3f}" if isinstance(x, (int, float)) else str(x)
+
+
 @click.command("validate")
 @click.option("--pxd-model", type=click.Path(exists=True, file_okay=False), help="PXD model run folder for the generated-background scenario.")
 @click.option("--ecl-model", type=click.Path(exists=True, file_okay=False), help="ECL model run folder (ECL cluster physics: not in this version).")
@@ -30,9 +34,9 @@ def command(pxd_model, ecl_model, events, seed, out, tracks_per_event, device, n
             click.echo(f"{scen}: skipped ({d['skipped']})")
             continue
         for b in ("pt_lt_0.2", "pt_0.2_1"):
-            x = d[b]
-            rows.append((scen, b, x["n_tracks"], f"{x['d0_pull_width']:.3f} +- {x['d0_pull_width_err']:.3f}",
-                         f"{x['z0_pull_width']:.3f} +- {x['z0_pull_width_err']:.3f}", f"{x['wrong_pxd_hit_fraction']:.3f}"))
+            x = {k: ("n/a" if v is None else v) for k, v in d[b].items()}  # None: too few tracks to fit
+            rows.append((scen, b, x["n_tracks"], f"{_f(x['d0_pull_width'])} +- {_f(x['d0_pull_width_err'])}",
+                         f"{_f(x['z0_pull_width'])} +- {_f(x['z0_pull_width_err'])}", _f(x["wrong_pxd_hit_fraction"])))
     from ._common import echo_table
 
     echo_table(rows, ("scenario", "pT bin", "tracks", "d0 pull width", "z0 pull width", "wrong PXD hits"))

@@ -181,7 +181,7 @@ def _write_plots(out: Path, names: dict[str, PxdSummary], occ: dict, labels: Seq
     for f, (xlabel, lo) in _CLUSTER_AXES.items():
         P.plot_spectra(out / f"cluster_{f}.png", [total(names[k].cluster_hists[f]) for k in keys], lab, xlabel, min_value=lo)
     P.plot_spectra(out / "image_occupancy.png", [total(names[k].image_hist) for k in keys], lab,
-                   "per-image occupancy [%]", scale=100.0 / PIXELS_PER_SENSOR, max_bins=80)
+                   "per-image occupancy [%]", scale=100.0 / PIXELS_PER_SENSOR, max_bins=80, log_bins=False)
     P.plot_event_display(out / "event_display.png", [truth, generated], labels, event=display_event, sensors=display_sensors)
 
 

@@ -24,13 +24,16 @@ __all__ = [
 _SENSOR_NAMES = [f"{la}.{ld}.{s}" for la, ld, s in zip(SENSOR_LAYER, SENSOR_LADDER, SENSOR_NUMBER)]
 
 
-def integer_edges(max_value: int, *, min_value: int = 0, max_bins: int = 120) -> np.ndarray:
+def integer_edges(max_value: int, *, min_value: int = 0, max_bins: int = 120, log: bool = True) -> np.ndarray:
     """Bin edges on an integer grid from ``min_value`` to ``max_value`` (inclusive): unit bins
     centred on the integers when they fit in ``max_bins``, else about ``max_bins`` log-spaced
-    bins whose edges sit half-way between integers (so every integer falls in exactly one bin)."""
+    (``log=True``) or equal-width bins whose edges sit half-way between integers (so every
+    integer falls in exactly one bin)."""
     lo, hi = int(min_value), max(int(max_value), int(min_value))
     if hi - lo + 1 <= max_bins:
         return np.arange(lo, hi + 2) - 0.5
+    if not log:
+        return np.unique(np.round(np.linspace(lo, hi + 1, max_bins + 1)).astype(np.int64)) - 0.5
     e = np.unique(np.round(np.geomspace(max(lo, 1), hi + 1, max_bins + 1)).astype(np.int64))
     e = np.unique(np.concatenate([np.arange(lo, e[0]), e]))
     return e - 0.5
@@ -98,7 +101,8 @@ def plot_occupancy_per_sensor(path: str | Path, means: Sequence[np.ndarray], err
 
 def plot_correlations(path: str | Path, corr_a: np.ndarray, corr_b: np.ndarray, labels: Sequence[str]) -> Path:
     """The two 40x40 sensor-occupancy correlation matrices and their difference (b - a)."""
-    fig, axes = new_figure(1, 3, size=(19, 5.8))
+    fig, axes = new_figure(1, 3, size=(20, 5.8))
+    fig.subplots_adjust(wspace=0.45)
     diag = np.eye(N_SENSORS, dtype=bool)
     for ax, m, title, cmap, lim in (
         (axes[0], corr_a, labels[0], "viridis", None),
@@ -123,7 +127,7 @@ def plot_correlations(path: str | Path, corr_a: np.ndarray, corr_b: np.ndarray, 
 
 def plot_spectra(path: str | Path, hists: Sequence[np.ndarray], labels: Sequence[str], xlabel: str, *,
                  min_value: int = 0, max_value: int | None = None, scale: float = 1.0, logy: bool = True,
-                 max_bins: int = 120, ylabel: str = "normalized entries") -> Path:
+                 max_bins: int = 120, log_bins: bool = True, ylabel: str = "normalized entries") -> Path:
     """Normalized spectra of an integer quantity with a ratio panel to the first sample.
 
     Args:
@@ -132,6 +136,7 @@ def plot_spectra(path: str | Path, hists: Sequence[np.ndarray], labels: Sequence
         min_value, max_value: plotted range of the integer values (default: up to the 99.9 %
             quantile of the first sample); values above fall in the last bin.
         scale: multiply the x axis by this (e.g. pixel count -> occupancy in percent).
+        log_bins: log-spaced bins when the range exceeds ``max_bins`` integers (else equal width).
     """
     import mplhep
 
@@ -142,7 +147,7 @@ def plot_spectra(path: str | Path, hists: Sequence[np.ndarray], labels: Sequence
         q = hist_quantile(hists[0], 0.999)
         max_value = int(q) if np.isfinite(q) else max(len(h) for h in hists) - 1
     max_value = max(max_value, min_value + 1)
-    edges = integer_edges(max_value, min_value=min_value, max_bins=max_bins)
+    edges = integer_edges(max_value, min_value=min_value, max_bins=max_bins, log=log_bins)
     fig, (ax, rax) = new_figure(ratio=True)
     reb = [_rebin(h, edges) for h in hists]
     widths = np.diff(edges) * scale

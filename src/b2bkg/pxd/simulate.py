@@ -108,7 +108,7 @@ class TwoPhotonConfig:
     ~ N(0, ``eta_sigma``); CM boost ``boost_betagamma_z`` along z and ``boost_beta_x`` along x.
     """
 
-    particles_per_event: float = 9400.0
+    particles_per_event: float = 9200.0
     pt_min_mev: float = 2.8
     pt_max_mev: float = 500.0
     pt_power: float = 3.6
@@ -221,28 +221,29 @@ class DigitizerConfig:
 def _rbb() -> LossSourceConfig:
     # spent e+- of radiative Bhabhas over-bent in the final focus: far, both sides, all phi
     return LossSourceConfig(
-        hits_per_event=3500.0, loss_z_mm=0.0, loss_z_sigma_mm=700.0, loss_radius_mm=30.0, loss_phi_deg=0.0,
+        hits_per_event=2000.0, loss_z_mm=0.0, loss_z_sigma_mm=700.0, loss_radius_mm=30.0, loss_phi_deg=0.0,
         loss_phi_sigma_deg=180.0, photon_fraction=0.75, photon_min_kev=10.0, photon_max_kev=2000.0, photon_spectral_index=0.3, scaling=Scaling(lumi=1.0))
 
 
 def _synchrotron() -> LossSourceConfig:
-    # HER SR fan (horizontal plane, outer side) hitting the pipe wall downstream (+z) of the IP
+    # HER SR fan (horizontal plane, outer side; photons travel +z) scattered off the IP beam pipe
     return LossSourceConfig(
-        hits_per_event=3500.0, loss_z_mm=60.0, loss_z_sigma_mm=25.0, loss_radius_mm=9.0, loss_phi_deg=0.0,
-        loss_phi_sigma_deg=30.0, photon_fraction=1.0, photon_min_kev=2.0, photon_max_kev=30.0, scaling=Scaling(her_current=1.0))
+        hits_per_event=20000.0, loss_z_mm=70.0, loss_z_sigma_mm=80.0, loss_radius_mm=10.0, loss_phi_deg=0.0,
+        loss_phi_sigma_deg=70.0, photon_fraction=1.0, photon_min_kev=2.0, photon_max_kev=20.0,
+        scaling=Scaling(her_current=1.0))
 
 
 def _touschek_ler() -> LossSourceConfig:
     # LER (e+, travels to -z): off-momentum particles lost in the horizontal plane upstream (+z)
     return LossSourceConfig(
-        hits_per_event=5000.0, loss_z_mm=250.0, loss_z_sigma_mm=150.0, loss_radius_mm=10.0, loss_phi_deg=0.0,
+        hits_per_event=4000.0, loss_z_mm=250.0, loss_z_sigma_mm=150.0, loss_radius_mm=10.0, loss_phi_deg=0.0,
         loss_phi_sigma_deg=60.0, opposite_fraction=0.0, photon_fraction=0.6, photon_min_kev=10.0, photon_max_kev=2000.0, photon_spectral_index=0.3,
         scaling=Scaling(ler_current=2.0, injection_factor=1.6))
 
 
 def _touschek_her() -> LossSourceConfig:
     return LossSourceConfig(
-        hits_per_event=1500.0, loss_z_mm=-250.0, loss_z_sigma_mm=150.0, loss_radius_mm=10.0, loss_phi_deg=0.0,
+        hits_per_event=1000.0, loss_z_mm=-250.0, loss_z_sigma_mm=150.0, loss_radius_mm=10.0, loss_phi_deg=0.0,
         loss_phi_sigma_deg=60.0, opposite_fraction=0.0, photon_fraction=0.6, photon_min_kev=10.0, photon_max_kev=2000.0, photon_spectral_index=0.3,
         scaling=Scaling(her_current=2.0, injection_factor=1.3))
 
@@ -250,7 +251,7 @@ def _touschek_her() -> LossSourceConfig:
 def _beamgas_ler() -> LossSourceConfig:
     # bremsstrahlung (horizontal) and Coulomb (vertical) losses together: all phi
     return LossSourceConfig(
-        hits_per_event=3000.0, loss_z_mm=150.0, loss_z_sigma_mm=200.0, loss_radius_mm=10.0, loss_phi_deg=0.0,
+        hits_per_event=2500.0, loss_z_mm=150.0, loss_z_sigma_mm=200.0, loss_radius_mm=10.0, loss_phi_deg=0.0,
         loss_phi_sigma_deg=180.0, opposite_fraction=0.0, photon_fraction=0.6, photon_min_kev=10.0, photon_max_kev=2000.0, photon_spectral_index=0.3,
         scaling=Scaling(ler_current=1.0, ler_vacuum=1.0, injection_factor=1.6))
 

@@ -39,7 +39,7 @@ __all__ = [
     "SHAPE_FIXED", "SHAPE_BW", "SHAPE_GAUSS", "KIND_EXPLICIT", "KIND_PARTONS",
 ]
 
-TABLE_VERSION = 3
+TABLE_VERSION = 4
 #: |PDG| of particles never decayed by the generator (detector-stable).
 STABLE_PDG = frozenset({11, 12, 13, 14, 16, 22, 130, 211, 321, 2112, 2212})
 ROOTS = ("Upsilon(4S)", "B0", "anti-B0", "B+", "B-", "tau-", "tau+", "D0", "anti-D0", "D+", "D-", "D_s+", "D_s-")
@@ -165,7 +165,8 @@ class DecayTable:
         if self._flavour is None:
             from .fragment import FlavourTables
 
-            self._flavour = FlavourTables(self.pid_of_pdg, self.mass)
+            decayable = (self.ch_count > 0) | np.isin(np.abs(self.pdg), list(STABLE_PDG))
+            self._flavour = FlavourTables(self.pid_of_pdg, self.mass, usable=lambda pid: bool(decayable[pid]))
         return self._flavour
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -341,8 +342,11 @@ def build_decay_table(path: Path) -> DecayTable:
                 dropped["unknown_particle"] += 1
                 continue
             sing = resolve_singlets(partons) if partons else []
-            if sing is None:
+            if sing is None or (not daus and not sing):
                 dropped["bad_partons"] += 1
+                continue
+            if not sing and sum(prop(x)[4] for x in daus) != pr[4]:
+                dropped["charge_violating"] = dropped.get("charge_violating", 0) + 1
                 continue
             kept.append((bf, daus, sing))
             queue.extend(daus)

@@ -160,13 +160,17 @@ class FlavourTables:
     and of its antiparticle (shape (n_combos, 6)).
     """
 
-    def __init__(self, pid_of_pdg, mass_of_pid: np.ndarray):
+    def __init__(self, pid_of_pdg, mass_of_pid: np.ndarray, usable=lambda pid: True):
         self.meson = np.full((5, 5), -1, np.int64)
         self.baryon = np.full((5, 5, 5), -1, np.int64)
         cums, pids, apids, lightest = [], [], [], []
 
         def add(opts):
-            opts = [(p, w) for p, w in opts if pid_of_pdg(p) is not None and pid_of_pdg(-p if _has_anti(p) else p) is not None]
+            def ok(p):
+                a, b = pid_of_pdg(p), pid_of_pdg(-p if _has_anti(p) else p)
+                return a is not None and b is not None and usable(a) and usable(b)
+
+            opts = [(p, w) for p, w in opts if ok(p)]
             if not opts:
                 return -1
             w = np.array([o[1] for o in opts])

@@ -466,7 +466,7 @@ def fit_helix(p0: np.ndarray, meas: np.ndarray, sigma: np.ndarray, sensors: np.n
     return {"p": p, "cov": cov, "chi2": chi2, "ndf": ndf, "ok": ok & np.isfinite(p).all(axis=1)}
 
 
-def _seed_from_svd(meas: np.ndarray, charge_hint: np.ndarray | None, cfg: TrackingConfig) -> np.ndarray:
+def _seed_from_svd(meas: np.ndarray, cfg: TrackingConfig) -> np.ndarray:
     """Starting helix from the 4 SVD points: algebraic (Kasa) circle fit, then z = z0 + s tanl.
 
     Args: meas (n, 6, 2) with SVD at rows 2..5 (r*phi, z). Returns perigee parameters (n, 5).
@@ -474,10 +474,9 @@ def _seed_from_svd(meas: np.ndarray, charge_hint: np.ndarray | None, cfg: Tracki
     radii = np.asarray(cfg.svd_radii_mm)
     phi = meas[:, 2:, 0] / radii
     x, y, z = radii * np.cos(phi), radii * np.sin(phi), meas[:, 2:, 1]
-    # circle x^2 + y^2 + D x + E y + F = 0 through the points (and near the origin: add (0,0) with low weight)
+    # circle x^2 + y^2 + D x + E y + F = 0 through the points (least squares)
     A = np.stack([x, y, np.ones_like(x)], axis=2)
     b = -(x**2 + y**2)
-    sol = np.linalg.lstsq(A[0], b[0], rcond=None)[0] if len(x) == 1 else None
     AtA = np.einsum("nki,nkj->nij", A, A)
     Atb = np.einsum("nki,nk->ni", A, b)
     sol = np.linalg.solve(AtA, Atb[..., None])[..., 0]
@@ -619,12 +618,10 @@ def pxd_signal_digits(event: np.ndarray, sensor: np.ndarray, state: np.ndarray, 
     ukey, inv = np.unique(key, return_inverse=True)
     charge_e = np.bincount(inv, weights=qi, minlength=len(ukey))
     # track of the larger deposit in each pixel
-    per = np.zeros(len(ukey))
     trk = np.full(len(ukey), -1, np.int64)
     o = np.lexsort((qi, inv))  # by pixel, then charge: last of each pixel is the largest
     last = np.r_[np.flatnonzero(np.diff(inv[o])), len(o) - 1] if len(o) else np.zeros(0, np.int64)
     trk[inv[o][last]] = ti[o][last]
-    del per
     adu = np.rint(charge_e / cfg.electrons_per_adu + cfg.noise_adu * rng.standard_normal(len(ukey)))
     fired = adu >= cfg.threshold_adu
     ukey, adu, trk = ukey[fired], np.minimum(adu[fired], 255), trk[fired]
@@ -876,7 +873,7 @@ def reconstruct(signal: SignalSample, background: PxdDigits | None, config: Trac
     meas[:, 2:] = signal.svd
     sig[:, 2:, 0] = np.asarray(cfg.svd_sigma_u_um) * 1e-3
     sig[:, 2:, 1] = np.asarray(cfg.svd_sigma_v_um) * 1e-3
-    p0 = _seed_from_svd(meas, None, cfg)
+    p0 = _seed_from_svd(meas, cfg)
     sensors = trajectory(p0, cfg)["sensors"]
     fit = fit_helix(p0, meas, sig, sensors, mass, cfg, kink_surfaces=(2, 3, 4, 5), n_iter=cfg.fit_iterations + 1)
     attached = np.full((n, 2), -1, np.int64)
@@ -941,12 +938,10 @@ def fit_gaussian_width(x: np.ndarray, *, range_: tuple[float, float] = (-5.0, 5.
     # standard error from the numerical Hessian of the negative log likelihood
     eps = np.array([1e-3, 1e-3, 1e-3])
     H = np.empty((3, 3))
-    f0 = nll(th)
     for i in range(3):
         for j in range(i, 3):
             ei, ej = np.eye(3)[i] * eps[i], np.eye(3)[j] * eps[j]
             H[i, j] = H[j, i] = (nll(th + ei + ej) - nll(th + ei - ej) - nll(th - ei + ej) + nll(th - ei - ej)) / (4 * eps[i] * eps[j])
-    del f0
     try:
         cov = np.linalg.inv(H)
         err_ls = float(np.sqrt(max(cov[2, 2], 0.0)))

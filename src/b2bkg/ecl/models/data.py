@@ -103,7 +103,8 @@ def load_ecl_data(path: str | Path, max_events: int = 0, chunk: int = 25, select
 
 
 def _ring_of_crystal() -> np.ndarray:
-    return crystal_theta_id()
+    """thetaId (ring) of every crystal, (8736,) int64, a writable copy."""
+    return np.array(crystal_theta_id(), dtype=np.int64)
 
 
 def fit_normalization(waveforms: np.ndarray, selected: np.ndarray | None = None, crystal_chunk: int = 1092) -> dict[str, np.ndarray]:
