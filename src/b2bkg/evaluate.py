@@ -38,4 +38,9 @@ def evaluate_files(truth, generated, out, *, truth2=None, seed: int = 0, max_eve
     g = _load(generated, group, max_events)
     t2 = _load(truth2, group, max_events) if truth2 else None
     Path(out).mkdir(parents=True, exist_ok=True)
-    return fn(t, g, out, truth2=t2, seed=seed)
+    metrics = fn(t, g, out, truth2=t2, seed=seed)
+    if group == "pxd":
+        from b2bkg.pxd.evaluate import format_metrics
+
+        metrics["summary_text"] = format_metrics(metrics)
+    return metrics

@@ -99,3 +99,11 @@ def test_conditions_from_file_are_reused(tmp_path, tiny_conditions):
     write_file(p, seed=1, conditions=tiny_conditions)
     src = resolve_conditions(p)
     np.testing.assert_allclose(src.get(2, None), tiny_conditions.values[2])
+
+
+def test_fixed_length_tuple_field():
+    @dataclass(frozen=True)
+    class G:
+        grid: tuple[int, int] = (8, 24)
+
+    assert from_dict(G, {"grid": [4, 12]}).grid == (4, 12)

@@ -76,7 +76,7 @@ def _coerce(value: Any, tp, name: str):
         if origin is tuple and args:
             if len(args) != len(value):
                 raise ConfigError(f"{name}: expected {len(args)} values, got {len(value)}")
-            return tuple(_coerce(v, a, f"{name}[{i}]") for i, (v, a) in enumerate(zip(args, value)))
+            return tuple(_coerce(v, a, f"{name}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
         conv = [_coerce(v, args[0], f"{name}[{i}]") if args else v for i, v in enumerate(value)]
         return tuple(conv) if origin is tuple else conv
     if origin is dict:

@@ -72,7 +72,7 @@ class EclGanConfig(EclTrainConfig):
     latent_dim: int = 16
     event_latent_dim: int = 8
     ring_embed_dim: int = 8
-    g_channels: int = 8
+    g_channels: int = 4
     d_channels: int = 32
     set_size: int = 8
     n_critic: int = 3
@@ -158,15 +158,18 @@ class Generator(nn.Module):
         x = self._input(z, e, ring)
         lead = x.shape[:-1]
         x = x.reshape(-1, x.shape[-1])
-        h = F.leaky_relu(self.fc(x), 0.2)
+        h = self.fc(x)
         if self.training or torch.is_grad_enabled():
+            h = F.leaky_relu(h, 0.2)
             h = F.leaky_relu(self.up(h.view(-1, self.c, self.L0)), 0.2)
             y = self.out(h)[:, 0, :N_SAMPLES]
-        else:  # sampling: both convolutions as dense matrices (fixed input lengths)
+        else:
+            F.leaky_relu_(h, 0.2)  # sampling: both convolutions as dense matrices (fixed input lengths)
             w1, b1 = _dense_equivalent(self.up, self.c, self.L0)
             w2, b2 = _dense_equivalent(self.out, self.c, 2 * self.L0)
-            h = F.leaky_relu(torch.addmm(b1, h, w1), 0.2)
-            y = torch.addmm(b2[:N_SAMPLES], h, w2[:, :N_SAMPLES])
+            h = torch.mm(h, w1).add_(b1)
+            F.leaky_relu_(h, 0.2)
+            y = torch.mm(h, w2[:, :N_SAMPLES].contiguous()).add_(b2[:N_SAMPLES])
         return (y + self.skip(x)).reshape(*lead, N_SAMPLES)
 
 

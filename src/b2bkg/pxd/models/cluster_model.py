@@ -1,0 +1,132 @@
+"""Learned cluster model of ``pxd-fast``: shape (size, u/v extent, pattern) and pixel charges.
+
+A cluster of a given detector group (layer x forward/backward sensor), v-region and size class is
+drawn in four learned steps, all vectorized over every cluster of an event:
+
+1. ``(size s, u-extent W, v-extent H)`` from a categorical over the (s, W, H) combinations seen in
+   the training clusters of that (group, v-region, class) (integer triples, no pixel pattern), with
+   weights recalibrated against merging (see :mod:`b2bkg.pxd.models.fast`);
+2. the pixel pattern: a digital line of ``max(W, H)`` pixels joining opposite corners of the W x H
+   box (the main diagonal, or the anti-diagonal with the learned probability of a negative u-v
+   correlation), so the cluster spans exactly W x H and is 8-connected, plus ``s - max(W, H)``
+   further box cells taken in order of their distance to the line (with a random jitter);
+3. the total charge ``Q``: mean charge per pixel ``m = Q // s`` from a learned histogram per
+   (group, size bucket), ``Q = floor((m + U) s)``;
+4. the split of ``Q`` over the pixels: i.i.d. positive weights ``x_i`` from the learned quantile
+   table of ``s * (q_i - thr) / (Q - thr s)`` (per group and size bucket), normalized:
+   ``q_i = thr + floor(x_i / sum(x) * (Q - thr s) + U)``.
+
+Every table is learned from the training clusters; no cluster (pattern with charges) is stored,
+so sampled clusters are new combinations (see :func:`b2bkg.pxd.sample.replay_fraction`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["sensor_group", "N_GROUPS", "build_patterns", "split_charges"]
+
+N_GROUPS = 4  # (layer 1, 2) x (sensor .1, .2)
+
+
+def sensor_group(sensor: np.ndarray) -> np.ndarray:
+    """Detector group of each sensor index: (layer - 1) * 2 + (sensor number - 1), from the
+    numbering contract (indices 0..15 = layer 1, even index = sensor .1)."""
+    s = np.asarray(sensor, np.int64)
+    return (s >= 16).astype(np.int64) * 2 + (s % 2)
+
+
+def build_patterns(size: np.ndarray, w: np.ndarray, h: np.ndarray, flip: np.ndarray, rng: np.random.Generator,
+                   jitter: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel offsets of N clusters inside their boxes.
+
+    Args:
+        size, w, h: pixels, u extent, v extent of each cluster, shape (N,), int64 (``max(w, h) <=
+            size <= w * h``).
+        flip: True for the anti-diagonal orientation, shape (N,).
+        rng: the event's generator (jitter of the extra cells).
+        jitter: scale of the random jitter added to the cell-to-line distance (pixels).
+    Returns:
+        (cluster index (P,), du (P,), dv (P,)) of all P = sum(size) pixels, int64, grouped by cluster.
+    """
+    n = len(size)
+    L = np.maximum(w, h)
+    # --- the line: L pixels, t = 0..L-1 along the major axis
+    ci = np.repeat(np.arange(n, dtype=np.int64), L)
+    start = np.cumsum(L) - L
+    t = np.arange(len(ci), dtype=np.int64) - start[ci]
+    den = np.maximum(L - 1, 1).astype(np.float64)
+    a = ((w - 1) / den)[ci]
+    b = ((h - 1) / den)[ci]
+    du = np.floor(t * a + 0.5).astype(np.int64)
+    dv = np.floor(t * b + 0.5).astype(np.int64)
+    fl = flip[ci]
+    du = np.where(fl, (w - 1)[ci] - du, du)
+    k = size - L
+    ext = np.flatnonzero(k > 0)
+    if len(ext) == 0:
+        return ci, du, dv
+    # --- extra cells: every off-line cell of the box, best (smallest jittered distance) first
+    we, he, fe, ke = w[ext], h[ext], flip[ext], k[ext]
+    cells = we * he
+    cj = np.repeat(np.arange(len(ext), dtype=np.int64), cells)
+    cstart = np.cumsum(cells) - cells
+    c = np.arange(len(cj), dtype=np.int64) - cstart[cj]
+    W, H = we[cj], he[cj]
+    cu = c % W
+    cv = c // W
+    cuf = np.where(fe[cj], W - 1 - cu, cu)  # in the unflipped frame
+    Le = np.maximum(W, H)
+    dn = np.maximum(Le - 1, 1).astype(np.float64)
+    on = np.where(H >= W, cuf == np.floor(cv * ((W - 1) / dn) + 0.5), cv == np.floor(cuf * ((H - 1) / dn) + 0.5))
+    norm = np.sqrt((W - 1.0) ** 2 + (H - 1.0) ** 2)
+    dist = np.abs(cuf * (H - 1.0) - cv * (W - 1.0)) / np.maximum(norm, 1.0)
+    score = dist + jitter * rng.random(len(cj), dtype=np.float32)
+    off = ~on
+    cj, cu, cv, score = cj[off], cu[off], cv[off], score[off]
+    order = np.lexsort((score, cj))  # by cluster, then score
+    cj, cu, cv = cj[order], cu[order], cv[order]
+    first = np.searchsorted(cj, np.arange(len(ext)))
+    rank = np.arange(len(cj)) - first[cj]
+    take = rank < ke[cj]
+    ci2 = ext[cj[take]]
+    ci = np.concatenate([ci, ci2])
+    du = np.concatenate([du, cu[take]])
+    dv = np.concatenate([dv, cv[take]])
+    o = np.argsort(ci, kind="stable")
+    return ci[o], du[o], dv[o]
+
+
+def split_charges(ci: np.ndarray, size: np.ndarray, total: np.ndarray, qtab: np.ndarray, qblock: np.ndarray,
+                  u1: np.ndarray, u2: np.ndarray, thr: int) -> np.ndarray:
+    """Pixel charges (ADU) of clusters with totals ``total``.
+
+    Args:
+        ci: cluster of each pixel, shape (P,), grouped (non-decreasing).
+        size: pixels per cluster, shape (N,); total: cluster charge, ADU, shape (N,).
+        qtab: quantile tables of the pixel weight, shape (n_blocks, Q) (levels 0..1 uniform).
+        qblock: table of each cluster, shape (N,).
+        u1, u2: uniforms, shape (P,) (weight draw, rounding).
+        thr: threshold (ADU), the smallest charge of a pixel.
+    Returns:
+        int64 (P,) charges, each in thr..255 (before charge addition of overlapping clusters).
+    """
+    nq = qtab.shape[1] - 1
+    pos = u1 * nq
+    i0 = np.minimum(pos.astype(np.int64), nq - 1)
+    fr = pos - i0
+    flat = qblock[ci] * qtab.shape[1] + i0
+    qf = qtab.reshape(-1)
+    x = qf[flat] * (1 - fr) + qf[flat + 1] * fr
+    x = np.maximum(x, 0.0)
+    start = np.flatnonzero(np.r_[True, ci[1:] != ci[:-1]]) if len(ci) else np.zeros(0, np.int64)
+    sx = np.add.reduceat(x, start) if len(ci) else np.zeros(0)
+    sx_c = np.zeros(len(size))
+    sx_c[ci[start]] = sx
+    sx_p = sx_c[ci]
+    sz = size[ci].astype(np.float64)
+    share = np.where(sx_p > 0, x / np.where(sx_p > 0, sx_p, 1.0), 1.0 / sz)
+    excess = (total - thr * size).astype(np.float64)[ci]
+    q = thr + np.floor(share * np.maximum(excess, 0.0) + u2).astype(np.int64)
+    return np.minimum(q, 255)
+
