@@ -129,6 +129,8 @@ def evaluate_ecl(truth, generated, out_dir, *, truth2=None, seed: int = 0, mask:
 
     mt, mg = mean_waveform_per_ring(a), mean_waveform_per_ring(gg)
     res = {
+        "schema": "b2bkg.ecl.metrics/1",
+        "pillar": "ecl",
         "n_waveforms_per_crystal": int(n),
         "n_crystals": N_CRYSTALS,
         "floor_from": floor_from,

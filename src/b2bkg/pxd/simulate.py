@@ -16,8 +16,9 @@ Sources (where they act decides their phi / z pattern; no per-sensor factors any
   1.5 T field are intersected exactly with the 20 ladder planes; a particle whose helix diameter
   barely reaches a layer crosses it at a shallow angle (long clusters, high charge) and, as it
   curls, again every turn (``turn_survival`` per turn: beam-pipe and sensor material). The pT
-  threshold to reach 14 mm vs 22 mm makes the layer-1/layer-2 ratio; the +x boost makes the
-  phi modulation (most hits at phi ~ 0, fewest at phi ~ 180 deg).
+  threshold to reach 14 mm vs 22 mm makes the layer-1/layer-2 ratio; the +x boost and a 0.2 mm
+  +x offset of the beam orbit at the IP from the PXD axis (``ip_x_mm``) make the phi modulation
+  (most hits at phi ~ 0, fewest at phi ~ 180 deg).
 * **radiative Bhabha secondaries** (luminosity), **synchrotron radiation** (HER current),
   **Touschek** (current^2) and **beam-gas** (current x pressure) of each ring: particles lost
   at points (z, radius, phi distributions per source) shower there; the hit density on a sensor is
@@ -29,9 +30,11 @@ Sources (where they act decides their phi / z pattern; no per-sensor factors any
 * random **noise hits** (1e-5 per pixel per frame), the **hot pixels** and **dead pixels** of the
   detector payload.
 
-Charge: MIP energy loss MPV 75 e-/um with a Moyal (Landau-like) factor per crossing, split into
-charge groups along the projected path (gamma-distributed shares: delta-ray granularity), each
-diffused with a Gaussian onto the pixel grid; charges on one pixel add. Digitization: 216.7 e-
+Charge: MIP energy loss MPV 75 e-/um with a Moyal (Landau-like) factor per crossing for the soft
+collisions, plus explicit delta electrons above 10 keV (Landau xi, 1/T^2 spectrum) that stop
+locally and make the high-charge tail; photon/delta electrons use the Katz-Penfold range. The
+charge of a crossing is split into groups along its projected path (gamma-distributed shares),
+each diffused with a Gaussian onto the pixel grid; charges on one pixel add. Digitization: 216.7 e-
 per ADU, 0.7 ADU noise, pedestal of the pixel added and the sum clipped at 255 before the pedestal
 is subtracted, zero suppression at ``threshold_adu`` (7).
 
@@ -108,17 +111,17 @@ class TwoPhotonConfig:
     ~ N(0, ``eta_sigma``); CM boost ``boost_betagamma_z`` along z and ``boost_beta_x`` along x.
     """
 
-    particles_per_event: float = 9200.0
+    particles_per_event: float = 10150.0
     pt_min_mev: float = 2.8
     pt_max_mev: float = 500.0
     pt_power: float = 3.6
     eta_sigma: float = 2.0
     boost_betagamma_z: float = 0.287
     boost_beta_x: float = 0.0415
-    turn_survival: float = 0.5
+    turn_survival: float = 0.3
     max_turns: int = 6
     luminous_sigma_z_mm: float = 0.35
-    ip_x_mm: float = 0.25
+    ip_x_mm: float = 0.2
     scaling: Scaling = field(default_factory=lambda: Scaling(lumi=1.0))
 
     def __post_init__(self):

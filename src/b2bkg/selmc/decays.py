@@ -116,7 +116,26 @@ class DecayTable:
         self.max_threshold = np.zeros(len(self.names))
         if len(self.ch_parent):
             np.maximum.at(self.max_threshold, self.ch_parent, self.ch_threshold)
-        self.gcum = self.ch_cum + self.ch_parent.astype(np.float64)
+        # fixed-mass particles: channels closed at the nominal mass get no weight (precomputed here,
+        # so only broad resonances need the per-particle masking at generation time)
+        par = self.ch_parent
+        w = self.ch_bf.copy()
+        if len(par):
+            closed = (self.shape[par] == SHAPE_FIXED) & (self.ch_threshold >= self.mass[par])
+            w_open = np.where(closed, 0.0, w)
+            tot = np.bincount(par, weights=w_open, minlength=len(self.names))
+            w = np.where(tot[par] > 0, w_open / np.where(tot[par] > 0, tot[par], 1.0), w)
+            cum = np.cumsum(w)
+            start = (cum - w)[self.ch_first[par]]
+            cum = cum - start
+            last = self.ch_first[par] + self.ch_count[par] - 1
+            cum[last] = 1.0
+        else:
+            cum = w
+        self.gcum = np.minimum(cum, 1.0) + par.astype(np.float64)
+        self.open_max_threshold = np.zeros(len(self.names))
+        if len(par):
+            np.maximum.at(self.open_max_threshold, par, np.where(w > 0, self.ch_threshold, 0.0))
         self._flavour = None
 
     @property

@@ -123,7 +123,7 @@ def _choose_channels(table: DecayTable, pid, mass, key, idx):
     u = uniform(key, idx, _P_CHAN)
     ch = np.searchsorted(table.gcum, pid + u, side="right")
     ch = np.minimum(ch, len(table.gcum) - 1)
-    need = mass < table.max_threshold[pid]
+    need = mass < table.open_max_threshold[pid]
     if need.any():
         r = np.nonzero(need)[0]
         first, cnt = table.ch_first[pid[r]], table.ch_count[pid[r]]

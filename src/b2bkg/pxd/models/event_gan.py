@@ -1,0 +1,311 @@
+"""``pxd-event-gan``: one sample is a whole event, all 40 sensors generated at once (seed 001, "new approach").
+
+Seed 001 replaced the sensor-conditioned IEA-GAN by a Wasserstein GAN with CNN layers that
+"generates instances of background for all sensors at once", so that the correlations between
+sensors can be learned from whole events. Here:
+
+Generator (one event latent ``z`` in R^latent_dim -> 40 images)::
+
+    z (B, L) --Dense--> (B, 40, S)                    one vector per sensor from the SAME z: the event's
+                                                      shared state (beam conditions) reaches every sensor
+    [(B*40, S), sensor embedding] --Dense--> (B*40, C0, h0, w0)   shared across sensors
+    shared backbone over the B*40 sensor images, each block:
+        2x nearest upsampling, concat ``noise_channels`` N(0,1) maps, Conv3x3, conditional BatchNorm
+        (gain/bias from a learned embedding of the sensor: the "sensor channels"), ReLU
+    concat noise maps, Conv3x3 -> fr*fc channels, tanh     (B, 40, fr*fc, R, C) in [-1, 1]
+
+The noise maps give each pixel its own randomness (hit positions are random; a 64-dimensional z
+cannot place ~70 000 hits). Output channels are the ``grid_factor`` space-to-depth cells
+(:mod:`b2bkg.pxd.models.pxd_data`), shuffled back to 256 x 768 and cropped to 250 rows.
+
+Critic (sees the whole event, so it can reject wrong sensor correlations)::
+
+    each sensor image (B*40, fr*fc, R, C): Conv3x3 + LeakyReLU, then stride-2 Conv3x3 + LeakyReLU blocks,
+    mean and max pooling -> (B, 40, 2F); concatenated in sensor order (B, 40*2F) -> MLP -> score (B, 1)
+
+Loss: WGAN-GP on whole events (penalty on interpolated events), ``n_critic`` critic updates per
+generator update, Adam; lr schedule of the trainer.
+
+Example:
+    >>> import torch
+    >>> cfg = EventGanConfig(grid_factor=(8, 8), latent_dim=8, channels=(8, 8, 8), critic_channels=(8, 8),
+    ...                      noise_channels=1, head_hidden=8)
+    >>> g, d = EventGenerator(cfg), EventCritic(cfg)
+    >>> x = g(torch.randn(1, 8), g.draw_noise(1))
+    >>> tuple(x.shape), tuple(d(x).shape)
+    ((1, 40, 64, 32, 96), (1, 1))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from b2bkg.core.config import check_range
+from b2bkg.core.errors import ConfigError
+from b2bkg.io.events import N_SENSORS
+from b2bkg.nn.gan import gradient_penalty
+from b2bkg.training.registry import Family, register
+from b2bkg.training.sampling import event_normal
+
+from .pxd_data import EventImageBatches, PxdImageGanConfig, images_to_digits, load_digits, validate_digits
+
+__all__ = [
+    "EventGanConfig", "EventGenerator", "EventCritic", "PxdEventGan", "ConditionalBatchNorm", "NoisyUpTrunk",
+    "SensorEncoder", "split_noise",
+]
+
+
+@dataclass(frozen=True)
+class EventGanConfig(PxdImageGanConfig):
+    """``pxd-event-gan`` config (``batch_size`` = events per batch).
+
+    Attributes:
+        latent_dim: event latent z (shared by the 40 sensors).
+        sensor_latent_dim: size S of the per-sensor vectors the first Dense makes from z.
+        base_grid: (rows, cols) of the Dense output per sensor; ``base_grid * 2**len(channels)``
+            must equal the internal grid (256 / fr, 768 / fc).
+        channels: output channels of the generator blocks (2x upsampling each).
+        noise_channels: N(0, 1) maps concatenated to the input of every generator convolution.
+        sensor_dim: size of the learned sensor embedding driving conditional BatchNorm.
+        critic_channels: per-sensor encoder: first Conv3x3 stride 1 to ``critic_channels[0]``, then
+            one stride-2 Conv3x3 per further entry.
+        head_hidden: hidden units of the critic's event-level MLP.
+        n_critic, gp_lambda: WGAN-GP critic updates per generator update and penalty weight.
+    """
+
+    batch_size: int = 1
+    grid_factor: tuple[int, ...] = (8, 8)
+    val_events: int = 10
+    latent_dim: int = 64
+    sensor_latent_dim: int = 32
+    base_grid: tuple[int, ...] = (4, 12)
+    channels: tuple[int, ...] = (32, 16, 16)
+    noise_channels: int = 4
+    sensor_dim: int = 16
+    critic_channels: tuple[int, ...] = (16, 32, 32)
+    head_hidden: int = 64
+    leaky_slope: float = 0.2
+    n_critic: int = 5
+    gp_lambda: float = 10.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_range("latent_dim", self.latent_dim, 1, 4096)
+        check_range("sensor_latent_dim", self.sensor_latent_dim, 1, 4096)
+        check_range("noise_channels", self.noise_channels, 0, 256)
+        check_range("sensor_dim", self.sensor_dim, 1, 4096)
+        check_range("head_hidden", self.head_hidden, 1, 65536)
+        check_range("n_critic", self.n_critic, 1, 100)
+        check_range("gp_lambda", self.gp_lambda, 0.0, None)
+        check_range("leaky_slope", self.leaky_slope, 0.0, 1.0)
+        _check_trunk(self)
+        if not self.critic_channels or min(self.critic_channels) < 1:
+            raise ConfigError(f"critic_channels: {self.critic_channels} must be a non-empty list of positive integers")
+
+
+def _check_trunk(cfg) -> None:
+    if len(cfg.base_grid) != 2 or min(cfg.base_grid) < 1:
+        raise ConfigError(f"base_grid: {cfg.base_grid} must be two positive integers (rows, cols)")
+    if not cfg.channels or min(cfg.channels) < 1:
+        raise ConfigError(f"channels: {cfg.channels} must be a non-empty list of positive integers")
+    f = 2 ** len(cfg.channels)
+    got = (cfg.base_grid[0] * f, cfg.base_grid[1] * f)
+    if got != cfg.grid:
+        raise ConfigError(f"base_grid {tuple(cfg.base_grid)} x 2^{len(cfg.channels)} = {got} must equal the internal grid "
+                          f"{cfg.grid} of grid_factor {tuple(cfg.grid_factor)}")
+
+
+class ConditionalBatchNorm(nn.Module):
+    """BatchNorm without affine parameters, gain and bias predicted from a condition vector.
+
+    ``forward(h, c)``: h (N, C, H, W), c (N, cond_dim) -> (N, C, H, W) = BN(h) * (1 + gain(c)) + bias(c).
+    """
+
+    def __init__(self, channels: int, cond_dim: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, affine=False)
+        self.gain = nn.Linear(cond_dim, channels)
+        self.bias = nn.Linear(cond_dim, channels)
+        nn.init.zeros_(self.gain.weight)
+        nn.init.zeros_(self.gain.bias)
+        nn.init.zeros_(self.bias.bias)
+
+    def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return self.bn(h) * (1 + self.gain(c))[:, :, None, None] + self.bias(c)[:, :, None, None]
+
+
+class NoisyUpTrunk(nn.Module):
+    """Shared image backbone: (N, C0, h0, w0) features + per-image condition -> (N, out_channels, R, C) in [-1, 1].
+
+    Each block: 2x nearest upsampling, concat ``noise_channels`` noise maps, Conv3x3, conditional BN, ReLU;
+    then concat noise, Conv3x3 to ``out_channels``, tanh. ``noise``: list of (N, noise_channels, h_j, w_j)
+    tensors, one per block plus one for the output conv (:meth:`noise_shapes`).
+    """
+
+    def __init__(self, c0: int, channels, base_grid, noise_channels: int, cond_dim: int, out_channels: int,
+                 out_bias_init: float = 0.0):
+        super().__init__()
+        self.base_grid, self.noise_channels = tuple(base_grid), int(noise_channels)
+        self.convs, self.norms = nn.ModuleList(), nn.ModuleList()
+        c_in = c0
+        for c in channels:
+            self.convs.append(nn.Conv2d(c_in + noise_channels, c, 3, padding=1))
+            self.norms.append(ConditionalBatchNorm(c, cond_dim))
+            c_in = c
+        self.out = nn.Conv2d(c_in + noise_channels, out_channels, 3, padding=1)
+        with torch.no_grad():
+            self.out.bias.fill_(out_bias_init)
+
+    def noise_shapes(self) -> list[tuple[int, int, int]]:
+        """(noise_channels, h, w) of each noise input (blocks, then the output conv), per image."""
+        h, w = self.base_grid
+        shapes = []
+        for _ in self.convs:
+            h, w = 2 * h, 2 * w
+            shapes.append((self.noise_channels, h, w))
+        return shapes + [(self.noise_channels, h, w)]
+
+    def forward(self, h: torch.Tensor, cond: torch.Tensor, noise: list[torch.Tensor]) -> torch.Tensor:
+        for conv, norm, nz in zip(self.convs, self.norms, noise):
+            h = F.interpolate(h, scale_factor=2, mode="nearest")  # (N, C, 2h, 2w)
+            h = F.relu(norm(conv(torch.cat([h, nz], 1) if self.noise_channels else h), cond))
+        nz = noise[-1]
+        return torch.tanh(self.out(torch.cat([h, nz], 1) if self.noise_channels else h))
+
+
+def split_noise(flat: torch.Tensor, shapes) -> list[torch.Tensor]:
+    """(B, total) per-event draws -> list of (B, *shape) tensors (``shapes`` per event)."""
+    sizes = [int(np.prod(s)) for s in shapes]
+    return [p.reshape(flat.shape[0], *s) for p, s in zip(torch.split(flat, sizes, dim=1), shapes)]
+
+
+class SensorEncoder(nn.Module):
+    """Per-sensor image encoder shared by the event critic and the IEA-GAN discriminator.
+
+    ``forward(x)``: (N, fr*fc, R, C) -> (N, 2F): mean and max pooling of the last feature map.
+    ``sn=True`` wraps every convolution in spectral normalization.
+    """
+
+    def __init__(self, in_channels: int, channels, slope: float = 0.2, sn: bool = False):
+        super().__init__()
+        wrap = nn.utils.parametrizations.spectral_norm if sn else (lambda m: m)
+        layers, c_in = [], in_channels
+        for i, c in enumerate(channels):
+            layers += [wrap(nn.Conv2d(c_in, c, 3, stride=1 if i == 0 else 2, padding=1)), nn.LeakyReLU(slope)]
+            c_in = c
+        self.net = nn.Sequential(*layers)
+        self.out_dim = 2 * c_in
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.net(x)  # (N, F, R / 2^k, C / 2^k)
+        return torch.cat([h.mean((-2, -1)), h.amax((-2, -1))], 1)  # (N, 2F)
+
+
+class EventGenerator(nn.Module):
+    """Event latent -> all 40 sensor images at once.
+
+    ``forward(z, noise)``: z (B, latent_dim), noise list as :meth:`draw_noise` gives ->
+    (B, 40, fr*fc, R, C) in [-1, 1].
+    """
+
+    def __init__(self, cfg: EventGanConfig):
+        super().__init__()
+        self.cfg = cfg
+        c0 = cfg.channels[0]
+        self.to_sensors = nn.Linear(cfg.latent_dim, N_SENSORS * cfg.sensor_latent_dim)
+        self.sensor_embedding = nn.Embedding(N_SENSORS, cfg.sensor_dim)
+        self.dense = nn.Linear(cfg.sensor_latent_dim + cfg.sensor_dim, c0 * cfg.base_grid[0] * cfg.base_grid[1])
+        self.trunk = NoisyUpTrunk(c0, cfg.channels, cfg.base_grid, cfg.noise_channels, cfg.sensor_dim, cfg.cell_channels,
+                                  cfg.out_bias_init)
+        self.register_buffer("sensors", torch.arange(N_SENSORS), persistent=False)
+
+    def noise_shapes(self) -> list[tuple[int, ...]]:
+        """Shapes of the per-event noise inputs: (40, noise_channels, h, w) each."""
+        return [(N_SENSORS, *s) for s in self.trunk.noise_shapes()]
+
+    def draw_noise(self, batch: int, device=None) -> list[torch.Tensor]:
+        """Training noise from torch's global RNG."""
+        return [torch.randn(batch, *s, device=device) for s in self.noise_shapes()]
+
+    def forward(self, z: torch.Tensor, noise: list[torch.Tensor]) -> torch.Tensor:
+        cfg, b = self.cfg, z.shape[0]
+        per_sensor = self.to_sensors(z).view(b * N_SENSORS, cfg.sensor_latent_dim)  # (B*40, S)
+        cond = self.sensor_embedding(self.sensors).repeat(b, 1)  # (B*40, sensor_dim)
+        h = self.dense(torch.cat([per_sensor, cond], 1)).view(b * N_SENSORS, cfg.channels[0], *cfg.base_grid)  # (B*40, C0, h0, w0)
+        nz = [n.reshape(b * N_SENSORS, *n.shape[2:]) for n in noise]
+        x = self.trunk(h, cond, nz)  # (B*40, fr*fc, R, C)
+        return x.view(b, N_SENSORS, *x.shape[1:])
+
+
+class EventCritic(nn.Module):
+    """Whole event -> WGAN score. ``forward(x)``: (B, 40, fr*fc, R, C) -> (B, 1)."""
+
+    def __init__(self, cfg: EventGanConfig):
+        super().__init__()
+        self.encoder = SensorEncoder(cfg.cell_channels, cfg.critic_channels, cfg.leaky_slope)
+        self.head = nn.Sequential(nn.Linear(N_SENSORS * self.encoder.out_dim, cfg.head_hidden), nn.LeakyReLU(cfg.leaky_slope),
+                                  nn.Linear(cfg.head_hidden, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        f = self.encoder(x.reshape(b * N_SENSORS, *x.shape[2:]))  # (B*40, 2F)
+        return self.head(f.view(b, -1))  # (B, 1)
+
+
+def _draw_event_latents(gen, latent_shape, seed, events, device):
+    """Event ``i``'s latent(s) and noise maps, all from ``torch_generator(seed, "generate", i)``."""
+    shapes = [latent_shape] + gen.noise_shapes()
+    flat = event_normal(seed, events, (sum(int(np.prod(s)) for s in shapes),), device)
+    parts = split_noise(flat, shapes)
+    return parts[0], parts[1:]
+
+
+@register("pxd-event-gan")
+class PxdEventGan(Family):
+    config_cls = EventGanConfig
+    outputs = ("pxd",)
+    generate_batch_size = 4
+    description = "event-level WGAN-GP: all 40 sensors of an event from one latent (seed 001, new approach)"
+
+    def build(self, cfg):
+        return {"generator": EventGenerator(cfg), "critic": EventCritic(cfg)}
+
+    def optimizers(self, cfg, modules):
+        return {k: torch.optim.Adam(m.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2)) for k, m in modules.items()}
+
+    def make_data(self, cfg, path, seed, rank=0, world_size=1):
+        return EventImageBatches(load_digits(path, cfg.max_train_events), cfg.batch_size, seed, cfg.grid_factor, rank, world_size)
+
+    def step(self, state, batch, step_idx):
+        """``n_critic`` WGAN-GP updates on whole events (B, 40, fr*fc, R, C), then one generator update."""
+        cfg, G, D = state.cfg, state.modules["generator"], state.modules["critic"]
+        dev = state.device
+        for i in range(cfg.n_critic):
+            real = batch if i == 0 else state.next_batch()
+            with torch.no_grad():
+                fake = G(torch.randn(len(real), cfg.latent_dim, device=dev), G.draw_noise(len(real), dev))
+            gp = gradient_penalty(D, real, fake)
+            wdist = D(real).mean() - D(fake).mean()
+            state.update("critic", -wdist + cfg.gp_lambda * gp)
+        fake = G(torch.randn(len(batch), cfg.latent_dim, device=dev), G.draw_noise(len(batch), dev))
+        g_loss = -D(fake).mean()
+        state.update("generator", g_loss)
+        return {"wdist": wdist.item(), "gp": gp.item(), "g_loss": g_loss.item()}
+
+    def load_val(self, cfg, path):
+        return load_digits(path, cfg.val_events)
+
+    def validate(self, modules, cfg, val_data, seed):
+        dev = next(modules["generator"].parameters()).device
+        return validate_digits(self.sample(modules, cfg, np.arange(cfg.val_events), seed, dev)["pxd"], val_data)
+
+    @torch.no_grad()
+    def sample(self, modules, cfg, events, seed, device, conditions=None, keep=None):
+        G = modules["generator"]
+        z, noise = _draw_event_latents(G, (cfg.latent_dim,), seed, events, device)
+        return {"pxd": images_to_digits(G(z, noise), cfg.grid_factor, cfg.threshold_adu)}

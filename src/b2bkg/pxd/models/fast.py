@@ -1,0 +1,562 @@
+"""``pxd-fast``: the production PXD background generator, sparse from end to end.
+
+Per event (never a dense image; every stage learned from a data file in the contract schema):
+
+(a) beam conditions: the file's (``generate --conditions``) or drawn from the learned density;
+    the 40 x K per-(sensor, size class) cluster counts from a Poisson-lognormal whose log-mean is
+    a Poisson regression on the log-conditions and whose latent low-rank + diagonal covariance
+    carries the remaining sensor-to-sensor correlation (:mod:`.fast_density`);
+(b) cluster positions: per (sensor, class) histogram of the cluster centre on a coarse (u, v) grid
+    (``u_bin_pixels`` x ``v_bin_pixels``), drawn with the alias method, uniform inside a bin;
+(c) cluster shape and charges from the learned cluster model (:mod:`.cluster_model`), conditioned
+    on (layer x forward/backward group, v-region, size class);
+(d) assembly: pixel deposits -> digits, charges on the same pixel add, 8-bit clip, the learned
+    threshold; learned dead drain lines / gate rows are dropped and learned hot pixels fire.
+
+Training (:meth:`FastPxd.fit`, one pass, no optimizer) streams the file in chunks: clusters are
+found with :func:`b2bkg.pxd.clusters.find_clusters`, histograms and counts accumulated, the densities
+fitted; then ``calib_iters`` rounds generate ``calib_events`` events at the training conditions and
+correct the size-table weights and count intercepts for what clusters placed at random merge into
+(training clusters are already merged once): an unfolding learned from the data, not a constant.
+
+Example:
+    $ b2bkg train pxd-fast --data train.h5 --out runs/fast --config small
+    $ b2bkg generate --model runs/fast --events 1000 --seed 2 --out fast.h5 [--conditions other.h5]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from b2bkg.core.config import check_range
+from b2bkg.core.errors import ConfigError, SchemaError
+from b2bkg.core.progress import progress
+from b2bkg.core.seeding import event_rng
+from b2bkg.io.events import N_SENSORS, N_UCELLS, N_VCELLS, PxdDigits
+from b2bkg.pxd.sample import BlockedAlias, assemble_digits
+from b2bkg.training.registry import Family, TrainConfig, register
+
+from . import fast_density as fd
+from .cluster_model import N_GROUPS, build_patterns, sensor_group, split_charges
+
+__all__ = ["FastConfig", "FastPxdModel", "FastPxd", "sample_fast_event", "load_pxd_training"]
+
+SAMPLE_DOMAIN = "pxd-fast.generate"
+_SMAX = 64  # size histogram of the calibration: sizes >= 64 share the last bin
+_XMAX, _XBINS = 24.0, 4800  # pixel-weight histogram range and bins (fit time only)
+
+
+@dataclass(frozen=True)
+class FastConfig(TrainConfig):
+    """``pxd-fast`` (fit-only: ``max_steps`` etc. are unused).
+
+    Attributes:
+        class_edges: first size of size classes 2..K (class 1 = sizes below the first edge).
+        size_buckets: first size of every charge bucket after the first (bucket 1 = size 1).
+        u_bin_pixels, v_bin_pixels: position histogram bins (must divide 250 and 768).
+        n_vregions: v-regions (equal slices of the 768 rows) the shape tables are split by.
+        latent_rank: factors of the latent count covariance.
+        ridge: L2 penalty of the count regression (standardized log-conditions).
+        weight_quantiles: levels of the pixel-weight quantile tables.
+        line_jitter_pixels: random jitter of the extra cells' distance to the cluster line.
+        hot_min_fraction: pixels firing in more than this fraction of events are hot pixels.
+        dead_min_expected: a u column / v row with no hit where this many were expected is dead.
+        calib_iters, calib_events, calib_damping: merge-unfolding rounds, events per round, and
+            the exponent applied to each correction ratio.
+        chunk_events: events read and clustered at once while fitting (memory bound).
+        max_train_events: use at most this many training events (0: all).
+        generate_batch: events per sampler call.
+    """
+
+    class_edges: tuple[int, ...] = (2, 3, 6)
+    size_buckets: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8, 9, 11, 14, 18, 24, 32, 48)
+    u_bin_pixels: int = 25
+    v_bin_pixels: int = 16
+    n_vregions: int = 3
+    latent_rank: int = 4
+    ridge: float = 1e-2
+    weight_quantiles: int = 257
+    line_jitter_pixels: float = 0.35
+    hot_min_fraction: float = 0.5
+    dead_min_expected: float = 30.0
+    calib_iters: int = 3
+    calib_events: int = 60
+    calib_damping: float = 0.8
+    chunk_events: int = 50
+    max_train_events: int = 0
+    generate_batch: int = 16
+    max_steps: int = 1
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name, edges in (("class_edges", self.class_edges), ("size_buckets", self.size_buckets)):
+            e = list(edges)
+            if not e or e[0] < 2 or any(b <= a for a, b in zip(e, e[1:])):
+                raise ConfigError(f"{name}: {e} must be strictly increasing sizes >= 2")
+        if N_UCELLS % self.u_bin_pixels:
+            raise ConfigError(f"u_bin_pixels: {self.u_bin_pixels} must divide {N_UCELLS}")
+        if N_VCELLS % self.v_bin_pixels:
+            raise ConfigError(f"v_bin_pixels: {self.v_bin_pixels} must divide {N_VCELLS}")
+        check_range("n_vregions", self.n_vregions, 1, 64)
+        check_range("latent_rank", self.latent_rank, 0, 64)
+        check_range("ridge", self.ridge, 0.0, None)
+        check_range("weight_quantiles", self.weight_quantiles, 3, 100_000)
+        check_range("line_jitter_pixels", self.line_jitter_pixels, 0.0, 10.0, "pixels")
+        check_range("hot_min_fraction", self.hot_min_fraction, 0.0, 1.0)
+        check_range("dead_min_expected", self.dead_min_expected, 1.0, None)
+        check_range("calib_iters", self.calib_iters, 0, 50)
+        check_range("calib_events", self.calib_events, 1, 100_000)
+        check_range("calib_damping", self.calib_damping, 0.0, 1.0)
+        check_range("chunk_events", self.chunk_events, 1, 100_000)
+        check_range("max_train_events", self.max_train_events, 0, None)
+        check_range("generate_batch", self.generate_batch, 1, 100_000)
+
+    # derived sizes
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_edges) + 1
+
+    @property
+    def n_sbuckets(self) -> int:
+        return len(self.size_buckets) + 1
+
+    @property
+    def n_pos_bins(self) -> int:
+        return (N_UCELLS // self.u_bin_pixels) * (N_VCELLS // self.v_bin_pixels)
+
+
+# name -> torch dtype of every learned buffer (shapes come from the data; loading resizes)
+_BUFFERS = {
+    "cond_log_mean": torch.float64, "cond_log_chol": torch.float64, "cond_inj_prob": torch.float64,
+    "feat_mean": torch.float64, "feat_std": torch.float64, "feat_used": torch.float64, "has_conditions": torch.int64,
+    "coef": torch.float64, "load": torch.float64, "diag": torch.float64,
+    "pos_prob": torch.float32, "pos_alias": torch.int32,
+    "tri_offsets": torch.int64, "tri_swh": torch.int16, "tri_weight": torch.float32, "tri_prob": torch.float32,
+    "tri_alias": torch.int32, "flip_p": torch.float32,
+    "qm_prob": torch.float32, "qm_alias": torch.int32, "weight_q": torch.float32,
+    "hot_keys": torch.int64, "hot_p": torch.float32, "hot_q_prob": torch.float32, "hot_q_alias": torch.int32,
+    "dead_u": torch.uint8, "dead_v": torch.uint8, "threshold_adu": torch.int64, "n_train_events": torch.int64,
+}
+
+
+class FastPxdModel(nn.Module):
+    """Container of the learned tables (buffers only; filled by :meth:`FastPxd.fit`). ``forward`` is
+    not used: :func:`sample_fast_event` reads the tables."""
+
+    def __init__(self):
+        super().__init__()
+        for k, dt in _BUFFERS.items():
+            self.register_buffer(k, torch.zeros(0, dtype=dt))
+
+    def set_tables(self, tabs: dict[str, np.ndarray]) -> None:
+        for k, dt in _BUFFERS.items():
+            self._buffers[k] = torch.as_tensor(np.ascontiguousarray(tabs[k])).to(dt)
+
+    def tables(self) -> dict[str, np.ndarray]:
+        """The tables as numpy arrays (CPU views)."""
+        if self.threshold_adu.numel() == 0:
+            from b2bkg.core.errors import ModelError
+
+            raise ModelError("pxd-fast: the model holds no fitted tables (train it first)")
+        return {k: self._buffers[k].detach().cpu().numpy() for k in _BUFFERS}
+
+    def forward(self, *_):  # pragma: no cover - tables only
+        raise NotImplementedError("pxd-fast samples with sample_fast_event(), not forward()")
+
+
+# ----------------------------------------------------------------------------------------------
+# data
+# ----------------------------------------------------------------------------------------------
+def load_pxd_training(path, max_events: int = 0):
+    """Open a training file; returns (reader, n_events, conditions (N, 6) float64 | None)."""
+    from b2bkg.core.conditions import CONDITION_NAMES
+    from b2bkg.io import open_file
+
+    f = open_file(path)
+    if "pxd" not in f.groups:
+        f.close()
+        raise SchemaError(str(path), "pxd", f"pxd-fast needs a pxd group (file has: {', '.join(f.groups) or 'none'})")
+    n = f.n_events if not max_events else min(f.n_events, max_events)
+    if n < 2:
+        f.close()
+        raise ConfigError(f"--data {path}: {n} event(s); pxd-fast needs at least 2")
+    cond = None
+    c = f.read_conditions(0, n)
+    if c is not None:
+        names = list(c.names)
+        missing = [k for k in CONDITION_NAMES if k not in names]
+        if missing:
+            f.close()
+            raise SchemaError(str(path), "conditions", f"lacks column(s) {missing}")
+        cond = np.asarray(c.values, np.float64)[:, [names.index(k) for k in CONDITION_NAMES]]
+    return f, n, cond
+
+
+def _size_class(size: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    return np.searchsorted(edges, size, side="right").astype(np.int64)
+
+
+def _hist_quantiles(h: np.ndarray, edges: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Quantiles at ``levels`` of a histogram ``h`` (bins ``edges``), linear inside bins."""
+    c = np.concatenate([[0.0], np.cumsum(h, dtype=np.float64)])
+    if c[-1] <= 0:
+        return np.ones(len(levels))
+    c /= c[-1]
+    return np.interp(levels, c, edges)
+
+
+def _accumulate(reader, n_events: int, cfg: FastConfig) -> dict[str, np.ndarray]:
+    """Stream the training file twice: pixel-level facts (threshold, hot, dead lines), then clusters."""
+    from b2bkg.pxd.clusters import find_clusters
+
+    npix = N_SENSORS * N_UCELLS * N_VCELLS
+    ch = cfg.chunk_events
+    # --- pass 1: per-pixel fire counts, line counts, threshold
+    fires = np.zeros(npix, np.int32)
+    thr = 255
+    for d in progress(reader.iter_pxd(ch, 0, n_events), total=-(-n_events // ch), desc="pxd-fast: pixels", unit="chunk"):
+        key = (d.sensor.astype(np.int64) * N_VCELLS + d.vcell) * N_UCELLS + d.ucell
+        fires += np.bincount(key, minlength=npix).astype(np.int32)
+        if d.n_hits:
+            thr = min(thr, int(d.charge.min()))
+    hot = np.flatnonzero(fires > cfg.hot_min_fraction * n_events)
+    fires[hot] = 0
+    img = fires.reshape(N_SENSORS, N_VCELLS, N_UCELLS)
+    col, row = img.sum(1).astype(np.float64), img.sum(2).astype(np.float64)  # (40, 250), (40, 768)
+    dead_u = (col == 0) & (np.median(col, 1, keepdims=True) >= cfg.dead_min_expected)
+    dead_v = (row == 0) & (np.median(row, 1, keepdims=True) >= cfg.dead_min_expected)
+    del fires, img
+
+    K, NSB, NB = cfg.n_classes, cfg.n_sbuckets, cfg.n_pos_bins
+    D = N_SENSORS * K
+    cedges = np.asarray(cfg.class_edges)
+    sedges = np.asarray(cfg.size_buckets)
+    nub = N_UCELLS // cfg.u_bin_pixels
+    vreg_rows = N_VCELLS / cfg.n_vregions
+    counts = np.zeros((n_events, D), np.int64)
+    pos_h = np.zeros(D * NB, np.float64)
+    tri_keys: list[np.ndarray] = []
+    flip = np.zeros((N_GROUPS, K, 2), np.float64)
+    qm_h = np.zeros(N_GROUPS * NSB * 256, np.float64)
+    x_h = np.zeros(N_GROUPS * NSB * _XBINS, np.float64)
+    size_h = np.zeros((N_GROUPS, _SMAX + 1), np.float64)
+    occ = np.zeros(N_SENSORS, np.float64)
+    hot_q = np.zeros(256, np.float64)
+    hot_fired = np.zeros(len(hot), np.float64)
+    e0 = 0
+    for d in progress(reader.iter_pxd(ch, 0, n_events), total=-(-n_events // ch), desc="pxd-fast: clusters", unit="chunk"):
+        key = (d.sensor.astype(np.int64) * N_VCELLS + d.vcell) * N_UCELLS + d.ucell
+        is_hot = np.isin(key, hot) if len(hot) else np.zeros(len(key), bool)
+        if is_hot.any():
+            hot_q += np.bincount(d.charge[is_hot], minlength=256)
+            hot_fired += np.bincount(np.searchsorted(hot, key[is_hot]), minlength=len(hot))
+            ev = d.event_index()[~is_hot]
+            d = PxdDigits(np.searchsorted(ev, np.arange(d.n_events + 1)), d.sensor[~is_hot], d.ucell[~is_hot],
+                          d.vcell[~is_hot], d.charge[~is_hot])
+        cl = find_clusters(d)
+        ne = d.n_events
+        occ += np.bincount(d.sensor, minlength=N_SENSORS)
+        size = cl.size.astype(np.int64)
+        sensor = cl.sensor.astype(np.int64)
+        g = sensor_group(sensor)
+        cls = _size_class(size, cedges)
+        dim = sensor * K + cls
+        counts[e0:e0 + ne] = np.bincount(cl.event * D + dim, minlength=ne * D).reshape(ne, D)
+        ub = np.minimum((cl.u_cog / cfg.u_bin_pixels).astype(np.int64), nub - 1)
+        vb = np.minimum((cl.v_cog / cfg.v_bin_pixels).astype(np.int64), N_VCELLS // cfg.v_bin_pixels - 1)
+        pos_h += np.bincount(dim * NB + vb * nub + ub, minlength=D * NB)
+        vr = np.minimum((cl.v_cog / vreg_rows).astype(np.int64), cfg.n_vregions - 1)
+        block = (g * cfg.n_vregions + vr) * K + cls
+        tri_keys.append((((block << 12) | np.minimum(size, 4095)) << 20) | (cl.u_extent.astype(np.int64) << 10) | cl.v_extent)
+        # orientation: sign of the u-v covariance of the pixels (clusters with W, H > 1)
+        lab = cl.hit_cluster
+        u = d.ucell.astype(np.float64)
+        v = d.vcell.astype(np.float64)
+        su, sv = np.bincount(lab, u, cl.n_clusters), np.bincount(lab, v, cl.n_clusters)
+        suv = np.bincount(lab, u * v, cl.n_clusters)
+        cov = suv / size - su * sv / size**2
+        both = (cl.u_extent > 1) & (cl.v_extent > 1)
+        np.add.at(flip, (g[both], cls[both], (cov[both] < 0).astype(np.int64)), 1.0)
+        sb = _size_class(size, sedges)
+        qblock = g * NSB + sb
+        m = np.minimum(cl.total_charge.astype(np.int64) // size, 255)
+        qm_h += np.bincount(qblock * 256 + m, minlength=N_GROUPS * NSB * 256)
+        size_h += np.bincount(g * (_SMAX + 1) + np.minimum(size, _SMAX), minlength=N_GROUPS * (_SMAX + 1)).reshape(N_GROUPS, -1)
+        # pixel weights x = s (q - thr) / (Q - thr s) of clusters with s >= 2
+        hs = size[lab]
+        exc = cl.total_charge.astype(np.int64)[lab] - thr * hs
+        okh = (hs >= 2) & (exc > 0)
+        x = hs[okh] * (d.charge[okh].astype(np.float64) - thr) / exc[okh]
+        xb = np.minimum((x * (_XBINS / _XMAX)).astype(np.int64), _XBINS - 1)
+        x_h += np.bincount(qblock[lab[okh]] * _XBINS + xb, minlength=N_GROUPS * NSB * _XBINS)
+        e0 += ne
+    keys = np.concatenate(tri_keys) if tri_keys else np.zeros(0, np.int64)
+    ukeys, kcount = np.unique(keys, return_counts=True)
+    return {"threshold": thr, "hot": hot, "hot_p": hot_fired / n_events, "hot_q": hot_q, "dead_u": dead_u,
+            "dead_v": dead_v, "counts": counts, "pos_h": pos_h, "tri_keys": ukeys, "tri_count": kcount.astype(np.float64),
+            "flip": flip, "qm_h": qm_h, "x_h": x_h, "size_h": size_h / n_events, "occ": occ / n_events}
+
+
+def _tri_tables(st: dict, cfg: FastConfig, weight: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """(size, W, H) categorical per (group, v-region, class) block, from the unique triple keys."""
+    nblocks = N_GROUPS * cfg.n_vregions * cfg.n_classes
+    keys = st["tri_keys"]
+    block = keys >> 32
+    swh = np.stack([(keys >> 20) & 4095, (keys >> 10) & 1023, keys & 1023], 1)
+    w = st["tri_count"] if weight is None else weight
+    offsets = np.searchsorted(block, np.arange(nblocks + 1)).astype(np.int64)
+    # an empty block (class never seen in that region) borrows a size-1 cluster so draws stay defined
+    if (np.diff(offsets) == 0).any():
+        empty = np.flatnonzero(np.diff(offsets) == 0)
+        cls = empty % cfg.n_classes
+        smin = np.concatenate([[1], np.asarray(cfg.class_edges)])[cls]
+        side = np.ceil(np.sqrt(smin)).astype(np.int64)
+        extra = (((empty << 12) | smin) << 20) | (side << 10) | side
+        keys2 = np.concatenate([keys, extra])
+        w2 = np.concatenate([w, np.full(len(empty), 1e-9)])
+        o = np.argsort(keys2, kind="stable")
+        st2 = {"tri_keys": keys2[o], "tri_count": st["tri_count"] if weight is None else w}
+        st2["tri_count"] = w2[o]
+        return _tri_tables(st2, cfg)
+    alias = BlockedAlias.from_flat(w, offsets)
+    return {"tri_offsets": offsets, "tri_swh": swh.astype(np.int16), "tri_weight": w.astype(np.float32),
+            "tri_prob": alias.prob, "tri_alias": alias.alias.astype(np.int32), "_tri_keys": keys}
+
+
+def _fit_tables(st: dict, cond: np.ndarray | None, cfg: FastConfig) -> dict[str, np.ndarray]:
+    K, NSB, NB = cfg.n_classes, cfg.n_sbuckets, cfg.n_pos_bins
+    D = N_SENSORS * K
+    n = len(st["counts"])
+    tabs: dict[str, np.ndarray] = {}
+    # (a) conditions + counts
+    if cond is not None:
+        dens = fd.fit_conditions_density(cond)
+        tabs["has_conditions"] = np.array([1])
+    else:
+        dens = fd.fit_conditions_density(np.ones((n, 6)) * np.array([1, 1, 1, 1, 1, 0.0]))
+        dens["feat_used"][:] = 0.0
+        tabs["has_conditions"] = np.array([0])
+    tabs.update({"cond_log_mean": dens["log_mean"], "cond_log_chol": dens["log_chol"], "cond_inj_prob": dens["inj_prob"],
+                 "feat_mean": dens["feat_mean"], "feat_std": dens["feat_std"], "feat_used": dens["feat_used"]})
+    x = fd.condition_features(cond if cond is not None else np.ones((n, 6)), dens["feat_mean"], dens["feat_std"], dens["feat_used"])
+    y = st["counts"].astype(np.float64)
+    coef = fd.fit_poisson_glm(x, y, cfg.ridge)
+    load, diag = fd.fit_latent_covariance(y, np.exp(x @ coef.T), cfg.latent_rank)
+    tabs.update({"coef": coef, "load": load, "diag": diag})
+    # (b) positions
+    pos = BlockedAlias.from_flat(st["pos_h"], np.arange(D + 1, dtype=np.int64) * NB)
+    tabs["pos_prob"], tabs["pos_alias"] = pos.prob, pos.alias.astype(np.int32)
+    # (c) shapes and charges
+    tabs.update({k: v for k, v in _tri_tables(st, cfg).items()})
+    fl = st["flip"]
+    tabs["flip_p"] = ((fl[..., 1] + 0.5) / (fl.sum(-1) + 1.0)).astype(np.float32)
+    qm = BlockedAlias.from_flat(st["qm_h"], np.arange(N_GROUPS * NSB + 1, dtype=np.int64) * 256)
+    tabs["qm_prob"], tabs["qm_alias"] = qm.prob, qm.alias.astype(np.int32)
+    levels = np.linspace(0.0, 1.0, cfg.weight_quantiles)
+    edges = np.linspace(0.0, _XMAX, _XBINS + 1)
+    xh = st["x_h"].reshape(N_GROUPS * NSB, _XBINS)
+    tabs["weight_q"] = np.stack([_hist_quantiles(h, edges, levels) for h in xh]).astype(np.float32)
+    # (d) detector facts
+    hq = BlockedAlias.from_flat(st["hot_q"] if st["hot_q"].sum() > 0 else np.ones(256), np.array([0, 256]))
+    tabs.update({"hot_keys": st["hot"].astype(np.int64), "hot_p": st["hot_p"].astype(np.float32),
+                 "hot_q_prob": hq.prob, "hot_q_alias": hq.alias.astype(np.int32),
+                 "dead_u": st["dead_u"].astype(np.uint8), "dead_v": st["dead_v"].astype(np.uint8),
+                 "threshold_adu": np.array([st["threshold"]]), "n_train_events": np.array([n])})
+    return tabs
+
+
+# ----------------------------------------------------------------------------------------------
+# sampling
+# ----------------------------------------------------------------------------------------------
+def sample_fast_event(t: dict[str, np.ndarray], cfg: FastConfig, cond: np.ndarray | None, rng: np.random.Generator,
+                      hot_pixels: bool = True, with_clusters: bool = False) -> dict[str, np.ndarray]:
+    """One event of ``pxd-fast``.
+
+    Args:
+        t: the model's tables (:meth:`FastPxdModel.tables`).
+        cfg: its config.
+        cond: beam conditions, shape (6,) (CONDITION_NAMES order), or None: drawn from the learned density.
+        rng: the event's generator (all randomness of the event).
+        hot_pixels: add the learned hot pixels.
+    Returns:
+        digits of the event: ``sensor`` uint8, ``ucell``/``vcell`` uint16, ``charge`` uint8 (ADU),
+        shape (n_fired,), sorted by (sensor, vcell, ucell).
+    """
+    K, NSB, NB = cfg.n_classes, cfg.n_sbuckets, cfg.n_pos_bins
+    thr = int(t["threshold_adu"][0])
+    if cond is None:
+        cond = fd.sample_conditions_learned(t["cond_log_mean"], t["cond_log_chol"], float(t["cond_inj_prob"][0]), rng)
+    x = fd.condition_features(np.asarray(cond, np.float64)[None], t["feat_mean"], t["feat_std"], t["feat_used"])[0]
+    n = fd.sample_counts(t["coef"] @ x, t["load"], t["diag"], rng)  # (40 K,)
+    dim = np.repeat(np.arange(len(n), dtype=np.int64), n)  # (N,)
+    N = len(dim)
+    sensor = dim // K
+    cls = dim - sensor * K
+    g = sensor_group(sensor)
+    u = rng.random((8, N), dtype=np.float32)
+    # (b) positions
+    pos = BlockedAlias(np.arange(len(n) + 1, dtype=np.int64) * NB, t["pos_prob"], t["pos_alias"])
+    j = pos.draw(dim, u[0:2]) - dim * NB
+    nub = N_UCELLS // cfg.u_bin_pixels
+    vb, ub = j // nub, j % nub
+    pu = (ub + u[2]) * cfg.u_bin_pixels
+    pv = (vb + u[3]) * cfg.v_bin_pixels
+    vr = np.minimum((pv * (cfg.n_vregions / N_VCELLS)).astype(np.int64), cfg.n_vregions - 1)
+    # (c) shape
+    tri = BlockedAlias(t["tri_offsets"], t["tri_prob"], t["tri_alias"])
+    k = tri.draw((g * cfg.n_vregions + vr) * K + cls, u[4:6])
+    swh = t["tri_swh"][k].astype(np.int64)
+    size, w, h = swh[:, 0], swh[:, 1], swh[:, 2]
+    flip = u[6] < t["flip_p"][g, cls]
+    ci, du, dv = build_patterns(size, w, h, flip, rng, cfg.line_jitter_pixels)
+    # charges
+    sb = np.searchsorted(np.asarray(cfg.size_buckets), size, side="right")
+    qb = g * NSB + sb
+    qm = BlockedAlias(np.arange(N_GROUPS * NSB + 1, dtype=np.int64) * 256, t["qm_prob"], t["qm_alias"])
+    m = qm.draw(qb, rng.random((2, N), dtype=np.float32)) - qb * 256
+    total = np.floor((m + u[7]) * size).astype(np.int64)
+    P = len(ci)
+    up = rng.random((2, P))
+    q = split_charges(ci, size, total, t["weight_q"], qb, up[0], up[1], thr)
+    # (d) assembly
+    u0 = np.floor(pu - (w - 1) * 0.5 + 0.5).astype(np.int64)
+    v0 = np.floor(pv - (h - 1) * 0.5 + 0.5).astype(np.int64)
+    ps = sensor[ci]
+    pu_ = u0[ci] + du
+    pv_ = v0[ci] + dv
+    ok = (pu_ >= 0) & (pu_ < N_UCELLS) & (pv_ >= 0) & (pv_ < N_VCELLS)
+    ps, pu_, pv_, q = ps[ok], pu_[ok], pv_[ok], q[ok]
+    alive = (t["dead_u"][ps, pu_] == 0) & (t["dead_v"][ps, pv_] == 0)
+    ps, pu_, pv_, q = ps[alive], pu_[alive], pv_[alive], q[alive]
+    if hot_pixels and len(t["hot_keys"]):
+        hk = t["hot_keys"]
+        uh = rng.random((3, len(hk)), dtype=np.float32)
+        fire = uh[0] < t["hot_p"]
+        hqa = BlockedAlias(np.array([0, 256]), t["hot_q_prob"], t["hot_q_alias"])
+        hq = hqa.draw(np.zeros(int(fire.sum()), np.int64), uh[1:, fire])
+        hk = hk[fire]
+        ps = np.concatenate([ps, hk // (N_UCELLS * N_VCELLS)])
+        pv_ = np.concatenate([pv_, (hk // N_UCELLS) % N_VCELLS])
+        pu_ = np.concatenate([pu_, hk % N_UCELLS])
+        q = np.concatenate([q, hq])
+    return assemble_digits(ps, pu_, pv_, q, thr)
+
+
+def _sample_digits(t, cfg, conds: np.ndarray | None, seeds: list[np.random.Generator], hot_pixels=True) -> PxdDigits:
+    evs = [sample_fast_event(t, cfg, None if conds is None else conds[i], rng, hot_pixels) for i, rng in enumerate(seeds)]
+    return PxdDigits.from_events(evs)
+
+
+# ----------------------------------------------------------------------------------------------
+# merge unfolding (calibration)
+# ----------------------------------------------------------------------------------------------
+def _calibrate(tabs: dict, st: dict, cond: np.ndarray | None, cfg: FastConfig, seed: int) -> dict[str, float]:
+    """Correct the size-table weights and count intercepts so that generated events, after the
+    merging of randomly placed clusters, match the training clusters (per group size histogram,
+    per (sensor, class) cluster count), then the per-sensor occupancy."""
+    from b2bkg.pxd.clusters import find_clusters
+
+    K = cfg.n_classes
+    D = N_SENSORS * K
+    cedges = np.asarray(cfg.class_edges)
+    n_train = len(st["counts"])
+    target_counts = st["counts"].mean(0)
+    out = {}
+    tri_keys = tabs.pop("_tri_keys")
+    tri_block = tri_keys >> 32
+    tri_size = np.minimum((tri_keys >> 20) & 4095, _SMAX)
+    tri_group = tri_block // (cfg.n_vregions * K)
+    for it in range(cfg.calib_iters + 1):
+        rows = np.arange(cfg.calib_events) % n_train
+        rngs = [event_rng(seed, "pxd-fast.calibrate", it * 1_000_000 + i) for i in range(cfg.calib_events)]
+        d = _sample_digits(tabs, cfg, None if cond is None else cond[rows], rngs, hot_pixels=False)
+        cl = find_clusters(d)
+        size = cl.size.astype(np.int64)
+        g = sensor_group(cl.sensor)
+        gen_h = np.bincount(g * (_SMAX + 1) + np.minimum(size, _SMAX), minlength=N_GROUPS * (_SMAX + 1)).reshape(N_GROUPS, -1)
+        gen_h = gen_h / cfg.calib_events
+        dim = cl.sensor.astype(np.int64) * K + _size_class(size, cedges)
+        gen_counts = np.bincount(dim, minlength=D) / cfg.calib_events
+        gen_occ = np.bincount(d.sensor, minlength=N_SENSORS) / cfg.calib_events
+        out[f"calib{it}_occupancy_bias"] = float(gen_occ.sum() / st["occ"].sum() - 1)
+        out[f"calib{it}_sensor_err"] = float(np.mean(np.abs(gen_occ / st["occ"] - 1)))
+        if it == cfg.calib_iters:
+            break
+        a = cfg.calib_damping
+        if it < cfg.calib_iters - 1 or cfg.calib_iters == 1:
+            # size shape within groups, and the cluster counts per (sensor, class)
+            ratio = np.where((gen_h > 0) & (st["size_h"] > 0), st["size_h"] / np.maximum(gen_h, 1e-12), 1.0) ** a
+            w = tabs["tri_weight"].astype(np.float64) * ratio[tri_group, tri_size]
+            st_w = {"tri_keys": tri_keys, "tri_count": w}
+            new = _tri_tables(st_w, cfg)
+            new.pop("_tri_keys")
+            tabs.update(new)
+            cr = np.where((gen_counts > 0) & (target_counts > 0), target_counts / np.maximum(gen_counts, 1e-12), 1.0)
+            tabs["coef"][:, 0] += a * np.log(cr)
+        if it == cfg.calib_iters - 1:
+            # last round: the per-sensor occupancy (all classes of a sensor together)
+            r = np.where(gen_occ > 0, st["occ"] / np.maximum(gen_occ, 1e-12), 1.0)
+            tabs["coef"][:, 0] += np.log(np.repeat(r, K))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# the family
+# ----------------------------------------------------------------------------------------------
+@register("pxd-fast")
+class FastPxd(Family):
+    config_cls = FastConfig
+    outputs = ("pxd",)
+    conditioned = True
+    generate_batch_size = 16
+    description = "sparse PXD generator: learned counts density, positions, cluster model, assembly"
+
+    def build(self, cfg):
+        return {"model": FastPxdModel()}
+
+    def make_data(self, cfg, path, seed, rank=0, world_size=1):
+        return str(path)
+
+    def fit(self, cfg, modules, data, seed):
+        reader, n, cond = load_pxd_training(data, cfg.max_train_events)
+        with reader:
+            st = _accumulate(reader, n, cfg)
+        tabs = _fit_tables(st, cond, cfg)
+        summary = _calibrate(tabs, st, cond, cfg, seed)
+        modules["model"].set_tables(tabs)
+        summary.update({"n_events": n, "n_hot": len(st["hot"]), "n_dead_u": int(st["dead_u"].sum()),
+                        "n_dead_v": int(st["dead_v"].sum()), "threshold_adu": st["threshold"],
+                        "n_triples": len(tabs["tri_swh"])})
+        return summary
+
+    def load_val(self, cfg, path):
+        from b2bkg.io import read_pxd
+
+        return read_pxd(path, 0, min(cfg.val_events, 200))
+
+    def validate(self, modules, cfg, val_data, seed):
+        from b2bkg.pxd.metrics import PxdSummary, compare
+
+        n = val_data.n_events
+        gen = self.sample(modules, cfg, np.arange(n), seed, "cpu")["pxd"]
+        r = compare(PxdSummary.from_digits(val_data), PxdSummary.from_digits(gen), n_boot=0)
+        return {k: r[k]["value"] for k in ("occupancy_rel_err_mean_abs", "occupancy_bias", "w1_charge", "ks_cluster_size",
+                                           "ks_cluster_total_charge", "ks_cluster_v_extent", "corr_mae")}
+
+    @torch.no_grad()
+    def sample(self, modules, cfg, events, seed, device, conditions=None, keep=None):
+        """Events ``events`` (global indices); event i uses only ``event_rng(seed, "pxd-fast.generate", i)``.
+        ``conditions``: :class:`b2bkg.io.Conditions` of the events (None: drawn from the learned density)."""
+        t = modules["model"].tables()
+        conds = None
+        if conditions is not None:
+            from b2bkg.core.conditions import CONDITION_NAMES
+
+            names = list(conditions.names)
+            conds = np.asarray(conditions.values, np.float64)[:, [names.index(k) for k in CONDITION_NAMES]]
+        rngs = [event_rng(seed, SAMPLE_DOMAIN, int(e)) for e in np.asarray(events).reshape(-1)]
+        return {"pxd": _sample_digits(t, cfg, conds, rngs)}
