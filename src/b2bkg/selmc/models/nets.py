@@ -185,14 +185,16 @@ class TreeAttention(nn.Module):
 
     def forward(self, h, mother, mask):
         B, L, C = h.shape
-        H = self.heads
+        H, n_layers = self.heads, len(self.qkv)
         rel = self.relations(mother)  # (B, L, L)
-        key_pad = torch.zeros(B, 1, 1, L, dtype=h.dtype, device=h.device).masked_fill(~mask.view(B, 1, 1, L), float("-inf"))
+        # all layers' biases in one lookup: (B, L, L, n_layers * H) -> (n_layers, B, H, L, L)
+        bias = self.rel_bias.permute(1, 0, 2).reshape(self.N_REL, n_layers * H)[rel]
+        bias = bias.view(B, L, L, n_layers, H).permute(3, 0, 4, 1, 2)
+        bias = bias.masked_fill(~mask.view(1, B, 1, 1, L), float("-inf"))
         m = mask.unsqueeze(-1).to(h.dtype)
-        for i in range(len(self.qkv)):
-            bias = self.rel_bias[i][rel].permute(0, 3, 1, 2) + key_pad  # (B, H, L, L)
+        for i in range(n_layers):
             q, k, v = self.qkv[i](self.ln1[i](h)).view(B, L, 3, H, C // H).permute(2, 0, 3, 1, 4)  # 3 x (B, H, L, C/H)
-            a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, H, L, C/H)
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias[i])  # (B, H, L, C/H)
             h = (h + self.proj[i](a.transpose(1, 2).reshape(B, L, C))) * m
             h = (h + self.ff[i](self.ln2[i](h))) * m
         return h
