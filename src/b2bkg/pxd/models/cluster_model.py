@@ -66,26 +66,35 @@ def build_patterns(size: np.ndarray, w: np.ndarray, h: np.ndarray, flip: np.ndar
     ext = np.flatnonzero(k > 0)
     if len(ext) == 0:
         return ci, du, dv
-    # --- extra cells: every off-line cell of the box, best (smallest jittered distance) first
-    we, he, fe, ke = w[ext], h[ext], flip[ext], k[ext]
-    cells = we * he
+    # --- extra cells: the off-line cells of a band of half-width r around the line (r = ceil(k/L),
+    # at most the minor extent: even clipped by the box edge, >= k/L cells per line pixel), best (smallest jittered
+    # distance to the line) first
+    we, he, fe, ke, Lx = w[ext], h[ext], flip[ext], k[ext], L[ext]
+    minor_ext = np.minimum(we, he)
+    r = np.minimum(-(-ke // Lx), minor_ext)
+    width = 2 * r + 1
+    cells = Lx * width
     cj = np.repeat(np.arange(len(ext), dtype=np.int64), cells)
     cstart = np.cumsum(cells) - cells
     c = np.arange(len(cj), dtype=np.int64) - cstart[cj]
+    wj = width[cj]
+    tt = c // wj
+    o = c - tt * wj - r[cj]
     W, H = we[cj], he[cj]
-    cu = c % W
-    cv = c // W
-    cuf = np.where(fe[cj], W - 1 - cu, cu)  # in the unflipped frame
-    Le = np.maximum(W, H)
-    dn = np.maximum(Le - 1, 1).astype(np.float64)
-    on = np.where(H >= W, cuf == np.floor(cv * ((W - 1) / dn) + 0.5), cv == np.floor(cuf * ((H - 1) / dn) + 0.5))
+    dn = np.maximum(Lx[cj] - 1, 1).astype(np.float64)
+    vmajor = H >= W
+    slope = np.where(vmajor, W - 1, H - 1) / dn
+    minor = np.floor(tt * slope + 0.5).astype(np.int64) + o
+    keep = (o != 0) & (minor >= 0) & (minor < minor_ext[cj])
+    cj, tt, minor, vmajor, W, H = cj[keep], tt[keep], minor[keep], vmajor[keep], W[keep], H[keep]
+    cuf = np.where(vmajor, minor, tt)  # u in the unflipped frame
+    cv = np.where(vmajor, tt, minor)
     norm = np.sqrt((W - 1.0) ** 2 + (H - 1.0) ** 2)
     dist = np.abs(cuf * (H - 1.0) - cv * (W - 1.0)) / np.maximum(norm, 1.0)
-    score = dist + jitter * rng.random(len(cj), dtype=np.float32)
-    off = ~on
-    cj, cu, cv, score = cj[off], cu[off], cv[off], score[off]
-    order = np.lexsort((score, cj))  # by cluster, then score
-    cj, cu, cv = cj[order], cu[order], cv[order]
+    score = np.minimum(dist + jitter * rng.random(len(cj)), 255.0)
+    order = np.argsort(cj * 256.0 + score)  # by cluster, then score
+    cj, cuf, cv = cj[order], cuf[order], cv[order]
+    cu = np.where(fe[cj], we[cj] - 1 - cuf, cuf)
     first = np.searchsorted(cj, np.arange(len(ext)))
     rank = np.arange(len(cj)) - first[cj]
     take = rank < ke[cj]

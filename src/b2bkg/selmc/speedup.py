@@ -1,0 +1,223 @@
+"""What selective MC buys: classifier metrics, the network's cost and the speed-up in HS06 seconds.
+
+Cost model (seed 003, HS06 s per event): framework overhead 0.79, generation 0.11, detector
+simulation 47.23, reconstruction 26.77 (:data:`SEED_COST_HS06`), plus the measured network cost
+per event converted with :data:`HS06_PER_CORE` (an assumption, stated with every result: a
+current x86 server core scores ~10-15 HS06; we take 12).
+
+* Without the filter every event pays everything: ``c_all = overhead + generation + simulation + reconstruction``
+  and every skim-passing event is usable: cost per passing event = ``N c_all / N_pass``.
+* With the filter every generated event pays ``c_gen = overhead + generation + network`` and
+  every *kept* event pays ``c_sim = simulation + reconstruction``; the kept passing events carry
+  weights, so they count as ``N_eff = (sum w)^2 / sum w^2``.
+* ``speed-up = (cost per passing event without filter) / (cost per effective passing event with it)``.
+
+:func:`expected_speedup` uses expectations over the keep decisions (smooth curves: E[kept] =
+sum p, and for the passing events E[sum w] = N_pass, E[sum w^2] = sum 1/p); :func:`realized_speedup`
+uses the weights actually drawn. The seed's retention-limited maximum (a perfect classifier, no
+network cost) is ``c_all / (c_gen + r c_sim)`` at retention r (~16x at 4 %).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+__all__ = [
+    "SEED_COST_HS06", "HS06_PER_CORE", "roc_auc", "efficiency_at_retention", "network_cost_s", "expected_speedup",
+    "realized_speedup", "perfect_speedup", "speedup_table", "plot_speedup",
+]
+
+SEED_COST_HS06 = {"overhead": 0.79, "generation": 0.11, "simulation": 47.23, "reconstruction": 26.77}
+HS06_PER_CORE = 12.0
+
+
+def roc_auc(y: np.ndarray, score: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """Area under the ROC curve (ties count one half), optionally weighted; NaN if one class is empty.
+
+    Equals the Mann-Whitney probability P(score_pass > score_fail) (+ 1/2 P(equal)).
+    """
+    from scipy.stats import rankdata
+
+    y = np.asarray(y).astype(bool).ravel()
+    s = np.asarray(score, np.float64).ravel()
+    if weights is None:
+        n1, n0 = int(y.sum()), int((~y).sum())
+        if n1 == 0 or n0 == 0:
+            return float("nan")
+        r = rankdata(s)
+        return float((r[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+    w = np.asarray(weights, np.float64).ravel()
+    order = np.argsort(s, kind="stable")
+    s, y, w = s[order], y[order], w[order]
+    uniq, inv = np.unique(s, return_inverse=True)
+    w1 = np.bincount(inv, weights=w * y, minlength=len(uniq))
+    w0 = np.bincount(inv, weights=w * ~y, minlength=len(uniq))
+    below0 = np.cumsum(w0) - w0
+    tot1, tot0 = w1.sum(), w0.sum()
+    if tot1 <= 0 or tot0 <= 0:
+        return float("nan")
+    return float((w1 * (below0 + 0.5 * w0)).sum() / (tot1 * tot0))
+
+
+def efficiency_at_retention(y: np.ndarray, score: np.ndarray, retention: float) -> float:
+    """Fraction of the passing events among the ``retention`` fraction of events with the highest scores."""
+    y = np.asarray(y).astype(bool).ravel()
+    n_keep = int(round(retention * len(y)))
+    if y.sum() == 0:
+        return float("nan")
+    top = np.argsort(-np.asarray(score, np.float64), kind="stable")[:n_keep]
+    return float(y[top].sum() / y.sum())
+
+
+def network_cost_s(net, cfg, events, *, threads: int = 1, repeats: int = 3, batch_size: int | None = None) -> dict:
+    """Measured network cost per event on ``threads`` CPU threads, feature building included.
+
+    Returns ``{"median_s", "min_s", "threads", "batch_size", "n_events"}`` (seconds per event; the
+    median and the fastest of ``repeats`` passes over ``events``, after one warm-up pass).
+    """
+    import torch
+
+    from b2bkg.selmc.models.family import predict
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        predict(net, cfg, events.slice(0, min(events.n_events, 64)), batch_size)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            predict(net, cfg, events, batch_size)
+            times.append((time.perf_counter() - t0) / max(events.n_events, 1))
+    finally:
+        torch.set_num_threads(old)
+    return {"median_s": float(np.median(times)), "min_s": float(np.min(times)), "threads": threads,
+            "batch_size": int(batch_size or cfg.predict_batch), "n_events": int(events.n_events)}
+
+
+def _costs(net_hs06: float, cost: dict | None):
+    c = {**SEED_COST_HS06, **(cost or {})}
+    c_gen = c["overhead"] + c["generation"] + net_hs06
+    c_sim = c["simulation"] + c["reconstruction"]
+    c_all = c["overhead"] + c["generation"] + c_sim
+    return c_all, c_gen, c_sim
+
+
+def expected_speedup(p: np.ndarray, passed: np.ndarray, net_hs06: float = 0.0, cost: dict | None = None) -> dict:
+    """Speed-up of keeping each event with probability ``p`` (weight 1/p), in expectation.
+
+    Args:
+        p: keep probability per event (n,), in (0, 1] (0 only in threshold mode, where weights are 1).
+        passed: skim decision per event (n,) bool.
+        net_hs06: network cost per event in HS06 s.
+    Returns:
+        dict with ``speedup``, ``retention`` (kept fraction), ``n_eff_frac`` (N_eff / N_pass),
+        ``cost_per_pass_hs06`` without and with the filter, ``max_weight``.
+    """
+    p = np.asarray(p, np.float64)
+    passed = np.asarray(passed, bool)
+    n, n_pass = len(p), int(passed.sum())
+    c_all, c_gen, c_sim = _costs(net_hs06, cost)
+    pp = p[passed]
+    kept_pass = pp > 0
+    if not kept_pass.any():
+        return {"speedup": 0.0, "retention": float(p.mean()), "n_eff_frac": 0.0, "cost_without_hs06": c_all * n / max(n_pass, 1),
+                "cost_with_hs06": float("inf"), "max_weight": 0.0}
+    threshold_mode = np.all((p == 0) | (p == 1))
+    if threshold_mode:
+        n_eff = float(kept_pass.sum())  # unit weights: the events the cut keeps
+    else:
+        n_eff = n_pass**2 / float((1.0 / pp).sum())
+    cost_with = (n * c_gen + c_sim * p.sum()) / n_eff
+    cost_without = n * c_all / n_pass
+    return {"speedup": float(cost_without / cost_with), "retention": float(p.mean()), "n_eff_frac": float(n_eff / n_pass),
+            "cost_without_hs06": float(cost_without), "cost_with_hs06": float(cost_with),
+            "max_weight": float((1.0 / p[p > 0]).max())}
+
+
+def realized_speedup(n_generated: int, n_pass_true: int, n_kept: int, weights_pass: np.ndarray, net_hs06: float = 0.0,
+                     cost: dict | None = None) -> dict:
+    """Speed-up of one actual filtered sample.
+
+    Args:
+        n_generated: events fed to the filter (N).
+        n_pass_true: passing events among them without filtering (or an estimate from an
+            independent sample of the same size).
+        n_kept: events written by the filter (all of them pay simulation + reconstruction).
+        weights_pass: weights of the kept events that pass the skim.
+    """
+    w = np.asarray(weights_pass, np.float64)
+    c_all, c_gen, c_sim = _costs(net_hs06, cost)
+    n_eff = w.sum() ** 2 / (w**2).sum() if len(w) else 0.0
+    cost_with = (n_generated * c_gen + n_kept * c_sim) / max(n_eff, 1e-12)
+    cost_without = n_generated * c_all / max(n_pass_true, 1)
+    return {"speedup": float(cost_without / cost_with), "n_eff": float(n_eff), "sum_w": float(w.sum()),
+            "retention": n_kept / max(n_generated, 1), "cost_with_hs06": float(cost_with), "cost_without_hs06": float(cost_without)}
+
+
+def perfect_speedup(retention: float, net_hs06: float = 0.0, cost: dict | None = None) -> float:
+    """Retention-limited maximum: a perfect classifier keeping exactly the passing fraction."""
+    c_all, c_gen, c_sim = _costs(net_hs06, cost)
+    return float(c_all / (c_gen + retention * c_sim))
+
+
+def speedup_table(rows: list[dict], columns: list[str]) -> str:
+    """Markdown table of ``rows`` (dicts) with the given ``columns`` (floats printed with 4 significant digits)."""
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def plot_speedup(curve_sample: list[dict], curve_threshold: list[dict], path, *, title: str = "") -> None:
+    """Speed-up vs p_min (network and oracle, importance sampling) and vs threshold, with the bias beside it.
+
+    ``curve_sample`` rows: ``p_min``, ``speedup``, ``oracle_speedup``, ``min_chi2_p`` (smallest
+    chi2 p-value over the monitored distributions, or NaN), ``auc``, ``bayes_auc``.
+    ``curve_threshold`` rows: ``threshold``, ``speedup``, ``min_chi2_p``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex="col", gridspec_kw={"height_ratios": [2, 1]})
+    if curve_sample:
+        x = [r["p_min"] for r in curve_sample]
+        a = axes[0, 0]
+        a.plot(x, [r["speedup"] for r in curve_sample], "o-", label=f"network (AUC {curve_sample[0].get('auc', float('nan')):.3f})")
+        a.plot(x, [r["oracle_speedup"] for r in curve_sample], "s--",
+               label=f"oracle pass_prob (Bayes AUC {curve_sample[0].get('bayes_auc', float('nan')):.3f})")
+        a.set_xscale("log")
+        a.set_ylabel("speed-up (HS06 s per effective passing event)")
+        a.set_title("importance sampling p = clip(score, p_min, 1)")
+        a.legend()
+        b = axes[1, 0]
+        b.plot(x, [max(r.get("min_chi2_p", np.nan), 1e-300) for r in curve_sample], "o-")
+        b.axhline(1e-3, color="r", ls=":", label="p = 0.001")
+        b.set_yscale("log")
+        b.set_xlabel("p_min")
+        b.set_ylabel("smallest chi2 p-value")
+        b.legend()
+    if curve_threshold:
+        x = [r["threshold"] for r in curve_threshold]
+        a = axes[0, 1]
+        a.plot(x, [r["speedup"] for r in curve_threshold], "o-", color="C2", label="network, hard threshold (unit weights)")
+        a.set_title("hard threshold (seed's first version)")
+        a.legend()
+        b = axes[1, 1]
+        b.plot(x, [max(r.get("min_chi2_p", np.nan), 1e-300) for r in curve_threshold], "o-", color="C2")
+        b.axhline(1e-3, color="r", ls=":")
+        b.set_yscale("log")
+        b.set_xlabel("threshold")
+        b.set_ylabel("smallest chi2 p-value (shape)")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,100 @@
+"""smc-nn: every architecture's contract, the family's training loop and the run-folder round trip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from b2bkg.core.errors import ConfigError, ModelError
+from b2bkg.io import FileWriter
+from b2bkg.selmc.features import N_PARTICLE_FEATURES, default_vocabulary, event_features
+from b2bkg.selmc.models.family import SmcNnConfig, distance_correlation, load_run, predict, to_batch
+from b2bkg.selmc.models.nets import ARCHS, SmcNet, TreeAttention
+from b2bkg.selmc.simulate import iter_smc_chunks
+from b2bkg.training import train
+from b2bkg.training.registry import get_family
+
+N = 48
+
+
+@pytest.fixture(scope="module")
+def events():
+    return next(iter_smc_chunks(N, 5, sample="mixed", chunk_size=N))
+
+
+@pytest.fixture(scope="module")
+def data_file(events, tmp_path_factory):
+    path = tmp_path_factory.mktemp("smc") / "train.h5"
+    with FileWriter(path, seed=5, attrs={"sample": "mixed"}) as w:
+        w.append(smc=events)
+    return path
+
+
+def _net(arch):
+    torch.manual_seed(0)
+    return SmcNet(arch, 2, torch.tensor(np.array(default_vocabulary())), N_PARTICLE_FEATURES, emb_dim=4, channels=8, hidden=8,
+                  n_layers=2, heads=2)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_contract(arch, events):
+    net = _net(arch)
+    feats = event_features(events.slice(0, 8), max_particles=96, max_tokens=192)
+    batch = to_batch(feats)
+    logits = net(batch)
+    assert logits.shape == (8, 2) and logits.dtype == torch.float32 and torch.isfinite(logits).all()
+    logits.sum().backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing, missing
+    # padding and batch composition do not change an event's score
+    net.eval()
+    with torch.no_grad():
+        full = net({k: torch.from_numpy(v) for k, v in feats.items() if k != "n_particles"})
+        alone = net(to_batch({k: v[2:3] for k, v in feats.items()}))
+        trimmed = net(batch)
+    torch.testing.assert_close(full, trimmed, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(alone, trimmed[2:3], rtol=1e-4, atol=1e-5)
+
+
+def test_tree_relations():
+    mother = torch.tensor([[-1, 0, 0, 1, -1]])
+    rel = TreeAttention.relations(mother)[0]
+    assert rel[1, 0] == 2 and rel[0, 1] == 3 and rel[1, 2] == 4 and rel[3, 1] == 2 and rel[0, 4] == 0 and rel[2, 2] == 1
+    assert rel[0, 4] == 0 and rel[4, 0] == 0  # two primaries are not siblings
+
+
+def test_distance_correlation_exact():
+    x = torch.linspace(0, 1, 50)
+    assert float(distance_correlation(x, 3 * x + 1)) == pytest.approx(1.0, abs=1e-5)
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(400, generator=g), torch.rand(400, generator=g)
+    assert float(distance_correlation(a, b)) < 0.1
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError, match="arch"):
+        SmcNnConfig(arch="mlp")
+    with pytest.raises(ConfigError, match="decorr_vars"):
+        SmcNnConfig(decorr_vars=("mass",))
+    assert get_family("smc-nn").cannot_generate == "smc-nn is a classifier: use b2bkg filter"
+
+
+@pytest.mark.parametrize("arch,decorr", [("seed", 0.0), ("gnn", 1.0)])
+def test_train_and_reload(arch, decorr, data_file, events, tmp_path):
+    run = train("smc-nn", data_file, tmp_path / "run", val=data_file, seed=3,
+                overrides=[f"arch={arch}", "max_steps=3", "batch_size=16", "channels=8", "emb_dim=4", "hidden=8",
+                           "n_layers=2", "val_events=32", "val_every=3", "log_every=1", f"decorr_lambda={decorr}"])
+    assert (run / "weights.safetensors").is_file() and (run / "best.json").is_file()
+    log = (run / "log.csv").read_text()
+    assert "bce" in log and (("dcor" in log) == (decorr > 0) or decorr > 0)
+    net, cfg = load_run(run)
+    p1 = predict(net, cfg, events, batch_size=7)
+    p2 = predict(net, cfg, events, batch_size=48)
+    assert p1.shape == (N, 2) and ((p1 >= 0) & (p1 <= 1)).all()
+    np.testing.assert_allclose(p1, p2, rtol=1e-5, atol=1e-6)
+
+
+def test_load_run_errors(tmp_path):
+    with pytest.raises(ModelError, match="config.yaml"):
+        load_run(tmp_path)
