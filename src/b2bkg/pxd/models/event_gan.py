@@ -12,7 +12,7 @@ Generator (one event latent ``z`` in R^latent_dim -> 40 images)::
     shared backbone over the B*40 sensor images, each block:
         2x nearest upsampling, concat ``noise_channels`` N(0,1) maps, Conv3x3, conditional BatchNorm
         (gain/bias from a learned embedding of the sensor: the "sensor channels"), ReLU
-    concat noise maps, Conv3x3 -> fr*fc channels, tanh     (B, 40, fr*fc, R, C) in [-1, 1]
+    concat noise maps, Conv1x1 -> fr*fc channels, tanh     (B, 40, fr*fc, R, C) in [-1, 1]
 
 The noise maps give each pixel its own randomness (hit positions are random; a 64-dimensional z
 cannot place ~70 000 hits). Output channels are the ``grid_factor`` space-to-depth cells
@@ -20,7 +20,7 @@ cannot place ~70 000 hits). Output channels are the ``grid_factor`` space-to-dep
 
 Critic (sees the whole event, so it can reject wrong sensor correlations)::
 
-    each sensor image (B*40, fr*fc, R, C): Conv3x3 + LeakyReLU, then stride-2 Conv3x3 + LeakyReLU blocks,
+    each sensor image (B*40, fr*fc, R, C): Conv1x1 (cell embedding) + LeakyReLU, then stride-2 Conv3x3 + LeakyReLU blocks,
     mean and max pooling -> (B, 40, 2F); concatenated in sensor order (B, 40*2F) -> MLP -> score (B, 1)
 
 Loss: WGAN-GP on whole events (penalty on interpolated events), ``n_critic`` critic updates per
@@ -72,7 +72,7 @@ class EventGanConfig(PxdImageGanConfig):
         channels: output channels of the generator blocks (2x upsampling each).
         noise_channels: N(0, 1) maps concatenated to the input of every generator convolution.
         sensor_dim: size of the learned sensor embedding driving conditional BatchNorm.
-        critic_channels: per-sensor encoder: first Conv3x3 stride 1 to ``critic_channels[0]``, then
+        critic_channels: per-sensor encoder: first Conv1x1 to ``critic_channels[0]``, then
             one stride-2 Conv3x3 per further entry.
         head_hidden: hidden units of the critic's event-level MLP.
         n_critic, gp_lambda: WGAN-GP critic updates per generator update and penalty weight.
@@ -87,10 +87,10 @@ class EventGanConfig(PxdImageGanConfig):
     channels: tuple[int, ...] = (32, 16, 16)
     noise_channels: int = 4
     sensor_dim: int = 16
-    critic_channels: tuple[int, ...] = (16, 32, 32)
+    critic_channels: tuple[int, ...] = (8, 16, 32)
     head_hidden: int = 64
     leaky_slope: float = 0.2
-    n_critic: int = 5
+    n_critic: int = 2
     gp_lambda: float = 10.0
 
     def __post_init__(self):
@@ -143,7 +143,7 @@ class NoisyUpTrunk(nn.Module):
     """Shared image backbone: (N, C0, h0, w0) features + per-image condition -> (N, out_channels, R, C) in [-1, 1].
 
     Each block: 2x nearest upsampling, concat ``noise_channels`` noise maps, Conv3x3, conditional BN, ReLU;
-    then concat noise, Conv3x3 to ``out_channels``, tanh. ``noise``: list of (N, noise_channels, h_j, w_j)
+    then concat noise, Conv1x1 to ``out_channels`` (per cell: the pixels of a space-to-depth cell), tanh. ``noise``: list of (N, noise_channels, h_j, w_j)
     tensors, one per block plus one for the output conv (:meth:`noise_shapes`).
     """
 
@@ -157,7 +157,7 @@ class NoisyUpTrunk(nn.Module):
             self.convs.append(nn.Conv2d(c_in + noise_channels, c, 3, padding=1))
             self.norms.append(ConditionalBatchNorm(c, cond_dim))
             c_in = c
-        self.out = nn.Conv2d(c_in + noise_channels, out_channels, 3, padding=1)
+        self.out = nn.Conv2d(c_in + noise_channels, out_channels, 1)
         with torch.no_grad():
             self.out.bias.fill_(out_bias_init)
 
@@ -196,7 +196,8 @@ class SensorEncoder(nn.Module):
         wrap = nn.utils.parametrizations.spectral_norm if sn else (lambda m: m)
         layers, c_in = [], in_channels
         for i, c in enumerate(channels):
-            layers += [wrap(nn.Conv2d(c_in, c, 3, stride=1 if i == 0 else 2, padding=1)), nn.LeakyReLU(slope)]
+            conv = nn.Conv2d(c_in, c, 1) if i == 0 else nn.Conv2d(c_in, c, 3, stride=2, padding=1)
+            layers += [wrap(conv), nn.LeakyReLU(slope)]
             c_in = c
         self.net = nn.Sequential(*layers)
         self.out_dim = 2 * c_in

@@ -90,7 +90,7 @@ class IeaGanConfig(PxdImageGanConfig):
     base_grid: tuple[int, ...] = (4, 12)
     channels: tuple[int, ...] = (32, 16, 16)
     noise_channels: int = 4
-    critic_channels: tuple[int, ...] = (16, 32, 32)
+    critic_channels: tuple[int, ...] = (8, 16, 32)
     leaky_slope: float = 0.2
     n_dis: int = 2
     lambda_intra: float = 1.0

@@ -1,0 +1,286 @@
+"""ONNX export of a family's sampling network (``b2bkg export``) and onnxruntime inference.
+
+basf2 runs networks in production through ONNX Runtime. :func:`export_onnx` writes the network
+that turns random inputs into a model's output (a GAN generator, a skim classifier) as one
+``.onnx`` file with a dynamic batch axis; :class:`OnnxSampler` runs it with onnxruntime on a set
+number of threads and, for latent inputs, draws them per event exactly as the PyTorch sampler
+does, so the two agree within float tolerance.
+
+What is exported is chosen by an optional **family hook**::
+
+    def export_module(self, modules, cfg):
+        # -> (module, example_inputs, input_names, output_names[, latents])
+        return Wrapper(modules["generator"]), (torch.zeros(1, 40, cfg.latent_dim),), ["z"], ["images"], \\
+            {"z": (40, cfg.latent_dim)}
+
+- ``module``: an ``nn.Module`` in eval mode whose ``forward(*example_inputs)`` returns a tensor or
+  a tuple of tensors (one per output name); wrap post-processing that should run inside the ONNX
+  graph (reshapes, tanh -> ADU scaling) in it, keep sparse assembly (digits) outside.
+- ``example_inputs``: a tuple of tensors with batch size 1 on dim 0 (dim 0 is exported dynamic).
+- ``input_names`` / ``output_names``: graph names (``OnnxSampler`` inputs/outputs).
+- ``latents`` (optional 5th item): ``{input_name: per-event shape}`` of inputs that are standard
+  normal latents drawn as ``event_normal(seed, events, shape)`` (domain ``"generate"``), i.e. the
+  draws of :func:`b2bkg.training.sampling.event_normal` that the family's ``sample`` uses; recorded
+  in the file so that :meth:`OnnxSampler.sample` draws the same numbers.
+
+Families without the hook get :func:`default_export_module`: a module named ``generator`` whose
+``forward`` takes one latent of shape ``(B, cfg.latent_dim)`` (the toy family, a per-sensor GAN).
+Anything else (several inputs, conditioning, fit-only samplers) needs the hook.
+
+Example:
+    >>> from b2bkg.campaign.onnx import export_onnx, OnnxSampler                  # doctest: +SKIP
+    >>> export_onnx("runs/toy", "toy.onnx")                                        # doctest: +SKIP
+    >>> OnnxSampler("toy.onnx").sample(np.arange(10), seed=3)["x"].shape           # doctest: +SKIP
+    (10, 1)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import logging
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from b2bkg.core.errors import ConfigError, ModelError
+
+__all__ = ["ExportSpec", "export_spec", "default_export_module", "export_onnx", "OnnxSampler", "EXPORTERS"]
+
+EXPORTERS = ("auto", "legacy", "dynamo")
+META_KEY = "b2bkg"
+
+
+@dataclass
+class ExportSpec:
+    """What to export: see the module docstring (``latents``: ``{input_name: per-event shape}``)."""
+
+    module: object
+    example_inputs: tuple
+    input_names: list[str]
+    output_names: list[str]
+    latents: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+
+def default_export_module(modules: dict, cfg):
+    """Default hook: ``modules["generator"]`` taking one latent ``(B, cfg.latent_dim)`` -> ``x``.
+
+    Raises ModelError when the family does not have that shape (it then needs ``export_module``).
+    """
+    import torch
+
+    g = modules.get("generator")
+    latent = getattr(cfg, "latent_dim", None)
+    if g is None or not isinstance(latent, int):
+        raise ModelError(f"modules {sorted(modules)}: no 'generator' with a cfg.latent_dim; "
+                         "the family needs an export_module(modules, cfg) hook (see b2bkg.campaign.onnx)")
+    params = [p for p in inspect.signature(g.forward).parameters.values()
+              if p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(params) != 1:
+        raise ModelError(f"generator.forward takes {len(params)} required inputs, the default export handles one latent; "
+                         "the family needs an export_module(modules, cfg) hook (see b2bkg.campaign.onnx)")
+    return g, (torch.zeros(1, latent),), ["z"], ["x"], {"z": (latent,)}
+
+
+def export_spec(family, modules: dict, cfg) -> ExportSpec:
+    """The family's ``export_module`` hook result (or :func:`default_export_module`), checked."""
+    import torch
+
+    hook = getattr(family, "export_module", None)
+    got = hook(modules, cfg) if callable(hook) else default_export_module(modules, cfg)
+    if not isinstance(got, tuple) or len(got) not in (4, 5):
+        raise ModelError(f"model {family.name}: export_module must return (module, example_inputs, input_names, "
+                         f"output_names[, latents]), got {type(got).__name__}")
+    module, ex, ins, outs = got[:4]
+    latents = {k: tuple(int(d) for d in v) for k, v in (got[4] if len(got) == 5 else {}).items()}
+    ex = tuple(ex) if isinstance(ex, (tuple, list)) else (ex,)
+    if not isinstance(module, torch.nn.Module) or not all(isinstance(t, torch.Tensor) for t in ex):
+        raise ModelError(f"model {family.name}: export_module must give an nn.Module and a tuple of tensors")
+    if len(ins) != len(ex) or not outs:
+        raise ModelError(f"model {family.name}: {len(ins)} input names for {len(ex)} example inputs, {len(outs)} outputs")
+    unknown = set(latents) - set(ins)
+    if unknown:
+        raise ModelError(f"model {family.name}: latents {sorted(unknown)} are not inputs ({ins})")
+    return ExportSpec(module.eval(), ex, list(ins), list(outs), latents)
+
+
+@contextlib.contextmanager
+def _quiet_torch_onnx():
+    """Silence the exporters' deprecation warnings and progress logging (they are not ours to fix)."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        for cat in (DeprecationWarning, FutureWarning, UserWarning):
+            warnings.filterwarnings("ignore", category=cat)
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for lg, lv in zip(loggers, levels):
+                lg.setLevel(lv)
+
+
+def _export(spec: ExportSpec, path: Path, exporter: str, opset: int) -> str:
+    """Run one torch exporter into ``path``; returns the exporter used."""
+    import torch
+
+    names = spec.input_names + spec.output_names
+    with _quiet_torch_onnx(), torch.no_grad():
+        if exporter == "legacy":
+            torch.onnx.export(spec.module, spec.example_inputs, str(path), input_names=spec.input_names,
+                              output_names=spec.output_names, opset_version=opset, dynamo=False,
+                              dynamic_axes={n: {0: "batch"} for n in names})
+        else:
+            batch = torch.export.Dim("batch")
+            shapes = tuple({0: batch} for _ in spec.example_inputs)
+            torch.onnx.export(spec.module, spec.example_inputs, str(path), input_names=spec.input_names,
+                              output_names=spec.output_names, opset_version=max(opset, 18), dynamo=True,
+                              dynamic_shapes=shapes, verbose=False, external_data=False)
+    return exporter
+
+
+def export_onnx(run_dir, out, *, exporter: str = "auto", opset: int = 17, weights: str = "auto",
+                check_batch: int = 3, rtol: float = 1e-4, atol: float = 1e-5) -> dict:
+    """Export the sampling network of the run folder ``run_dir`` to ``out`` (``.onnx``), atomically.
+
+    Args:
+        run_dir: run folder written by ``b2bkg train``.
+        out: output ``.onnx`` file.
+        exporter: ``legacy`` (TorchScript-based ``torch.onnx.export(dynamo=False)``: fast, opset
+            ``opset``), ``dynamo`` (``torch.export``-based, opset >= 18, needs onnxscript), or
+            ``auto``: legacy, falling back to dynamo if legacy fails or is gone.
+        opset: ONNX opset for the legacy exporter.
+        weights: see :func:`b2bkg.generate.load_run`.
+        check_batch: the exported graph is run with onnxruntime on this many random rows and
+            compared with PyTorch; a difference beyond ``rtol``/``atol`` raises ModelError.
+
+    Returns:
+        ``{"path", "model", "exporter", "opset", "bytes", "inputs", "outputs", "latents", "max_abs_diff"}``.
+    """
+    import onnx
+    import torch
+
+    from b2bkg import __version__
+    from b2bkg.campaign.dask import sha256_file
+    from b2bkg.generate import load_run
+    from b2bkg.io.atomic import atomic_path
+
+    if exporter not in EXPORTERS:
+        raise ConfigError(f"--exporter {exporter!r}: must be one of {', '.join(EXPORTERS)}")
+    out = Path(out)
+    if out.suffix != ".onnx":
+        raise ConfigError(f"--out {out}: must end in .onnx")
+    run = load_run(run_dir, "cpu", weights)
+    spec = export_spec(run.family, run.modules, run.cfg)
+    with tempfile.TemporaryDirectory(prefix="b2bkg-onnx-") as td:
+        raw = Path(td) / "raw.onnx"
+        order = ["legacy", "dynamo"] if exporter == "auto" else [exporter]
+        errors = []
+        used = None
+        for ex in order:
+            try:
+                used = _export(spec, raw, ex, opset)
+                break
+            except Exception as e:  # try the next exporter; report all if none works
+                errors.append(f"{ex}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        if used is None:
+            raise ModelError(f"model {run.family.name} ({run_dir}): ONNX export failed ({'; '.join(errors)})")
+        model = onnx.load(str(raw))
+    meta = {"model": run.family.name, "run_dir": str(Path(run_dir).resolve()), "weights": run.weights_file.name,
+            "weights_sha256": sha256_file(run.weights_file), "version": __version__, "exporter": used,
+            "inputs": spec.input_names, "outputs": spec.output_names,
+            "latents": {k: list(v) for k, v in spec.latents.items()}, "latent_domain": "generate",
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    entry = model.metadata_props.add()
+    entry.key, entry.value = META_KEY, json.dumps(meta)
+    model.producer_name, model.producer_version = "b2bkg", __version__
+    onnx.checker.check_model(model)
+    with atomic_path(out) as tmp:
+        onnx.save(model, str(tmp))
+        # same output as PyTorch on random rows (batch != the example's: the batch axis is dynamic)
+        gen = torch.Generator().manual_seed(0)
+        inputs = [torch.randn((check_batch, *t.shape[1:]), generator=gen).to(t.dtype) if t.is_floating_point()
+                  else t.expand(check_batch, *t.shape[1:]).clone() for t in spec.example_inputs]
+        with torch.no_grad():
+            ref = spec.module(*inputs)
+        ref = [ref] if isinstance(ref, torch.Tensor) else list(ref)
+        got = OnnxSampler(tmp, threads=1).run(**{n: t.numpy() for n, t in zip(spec.input_names, inputs)})
+        diff = 0.0
+        for name, r in zip(spec.output_names, ref):
+            r = r.numpy()
+            g = got[name]
+            if g.shape != r.shape or not np.allclose(g, r, rtol=rtol, atol=atol):
+                raise ModelError(f"model {run.family.name}: ONNX output {name!r} differs from PyTorch "
+                                 f"(shape {g.shape} vs {r.shape}, max |diff| {np.abs(g - r).max() if g.shape == r.shape else 'n/a'})")
+            diff = max(diff, float(np.abs(g - r).max()) if r.size else 0.0)
+    return {"path": out, "model": run.family.name, "exporter": used, "opset": int(model.opset_import[0].version),
+            "bytes": out.stat().st_size, "inputs": spec.input_names, "outputs": spec.output_names,
+            "latents": meta["latents"], "max_abs_diff": diff}
+
+
+class OnnxSampler:
+    """Run an exported network with onnxruntime (CPU) on ``threads`` intra-op threads.
+
+    Attributes:
+        input_names, output_names: graph names.
+        meta: the b2bkg metadata written by :func:`export_onnx` (model, weights checksum, latents).
+
+    Example:
+        >>> s = OnnxSampler("toy.onnx")                                          # doctest: +SKIP
+        >>> s.run(z=np.zeros((5, 4), np.float32))["x"].shape                     # doctest: +SKIP
+        (5, 1)
+    """
+
+    def __init__(self, path, threads: int = 1):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ConfigError("ONNX inference needs onnxruntime: pip install 'b2bkg[prod]'") from None
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: ONNX file not found")
+        if threads < 1:
+            raise ConfigError(f"threads: {threads} must be >= 1")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as e:
+            raise ModelError(f"{path}: onnxruntime cannot load it ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        self.path = path
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        raw = self.session.get_modelmeta().custom_metadata_map.get(META_KEY)
+        self.meta = json.loads(raw) if raw else {}
+
+    def run(self, **inputs) -> dict[str, np.ndarray]:
+        """Outputs ``{name: array}`` for inputs ``{name: array}`` (batch on axis 0, float32 for floats)."""
+        missing = [n for n in self.input_names if n not in inputs]
+        extra = [n for n in inputs if n not in self.input_names]
+        if missing or extra:
+            raise ConfigError(f"{self.path}: inputs {sorted(inputs)}, the network takes {self.input_names}")
+        feed = {n: (np.asarray(a, np.float32) if np.asarray(a).dtype.kind == "f" else np.asarray(a)) for n, a in inputs.items()}
+        return dict(zip(self.output_names, self.session.run(self.output_names, feed)))
+
+    def sample_latents(self, events, seed: int) -> dict[str, np.ndarray]:
+        """The latent inputs of events ``events`` (global indices), drawn per event as the PyTorch sampler does."""
+        from b2bkg.training.sampling import event_normal
+
+        lat = self.meta.get("latents") or {}
+        if not lat:
+            raise ModelError(f"{self.path}: the export records no latent inputs; call run() with explicit inputs")
+        ev = np.asarray(events, np.int64).reshape(-1)
+        dom = self.meta.get("latent_domain", "generate")
+        return {n: event_normal(seed, ev, tuple(shape), domain=dom).numpy() for n, shape in lat.items()}
+
+    def sample(self, events, seed: int, **other_inputs) -> dict[str, np.ndarray]:
+        """Run the network on the per-event latents of ``events`` (plus any non-latent inputs given)."""
+        return self.run(**self.sample_latents(events, seed), **other_inputs)
