@@ -81,3 +81,22 @@ def read_events(path) -> dict[str, np.ndarray]:
 def read_events_fixture():
     """:func:`read_events` as a fixture (conftest modules are not importable under importlib mode)."""
     return read_events
+
+
+def _ecl_data(path: Path) -> Path:
+    from b2bkg.ecl.simulate import simulate_ecl
+
+    return simulate_ecl(4, 1, path.with_suffix(".h5"))
+
+
+RECIPES["ecl-cov"] = (_ecl_data, [])
+
+
+@pytest.fixture(scope="session")
+def tiny_ecl_run(tmp_path_factory):
+    """A fit-only ECL model (ecl-cov) fitted on 4 simulated events: a pillar model for the storage tests."""
+    from b2bkg.training.registry import known_families
+
+    if "ecl-cov" not in known_families():
+        pytest.skip("ecl-cov is not registered")
+    return train_tiny("ecl-cov", tmp_path_factory.mktemp("run-ecl-cov"))

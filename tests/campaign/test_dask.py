@@ -77,7 +77,14 @@ def test_plan_shards():
     assert plan_shards(5, 5) == [(i, 1) for i in range(5)]
     plan = plan_shards(1001, 7)
     assert sum(n for _, n in plan) == 1001 and all(s2 == s1 + n1 for (s1, n1), (s2, _) in zip(plan, plan[1:]))
-    for bad in [(0, 1), (5, 0), (3, 4), (2.5, 1), (True, 1)]:
+    # aligned to the batch size: only the last shard ends off a multiple of 16
+    assert plan_shards(100, 3, align=16) == [(0, 48), (48, 32), (80, 20)]
+    assert plan_shards(20, 3, align=16) == [(0, 7), (7, 7), (14, 6)]  # fewer batches than shards: unaligned
+    for n, k, a in [(1000, 7, 256), (999, 4, 16), (50, 50, 4)]:
+        plan = plan_shards(n, k, a)
+        assert len(plan) == k and plan[0][0] == 0 and sum(m for _, m in plan) == n and min(m for _, m in plan) >= 1
+        assert all(s2 == s1 + n1 for (s1, n1), (s2, _) in zip(plan, plan[1:]))
+    for bad in [(0, 1), (5, 0), (3, 4), (2.5, 1), (True, 1), (5, 1, 0)]:
         with pytest.raises(ConfigError):
             plan_shards(*bad)
 

@@ -111,7 +111,8 @@ def test_generator_contract(name, pxd_file, tmp_path):
     run = train(name, pxd_file, tmp_path / "run", config=cfg, seed=0)
     import csv
 
-    rows = list(csv.DictReader(open(run / "log.csv")))
+    with open(run / "log.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
     assert rows
     for row in rows:
         for k, v in row.items():

@@ -60,24 +60,33 @@ class CampaignError(B2bkgError):
     """Some shards of a campaign failed (the manifest records which and why)."""
 
 
-def plan_shards(n_events: int, n_shards: int) -> list[tuple[int, int]]:
+def plan_shards(n_events: int, n_shards: int, align: int = 1) -> list[tuple[int, int]]:
     """Split events ``0 .. n_events-1`` into ``n_shards`` contiguous ``(start, n)`` ranges.
 
-    Sizes differ by at most one event (the first ``n_events % n_shards`` shards get one more).
+    With ``align`` > 1 (the sampler's batch size) every shard but the last starts and ends on a
+    multiple of ``align``, so no shard computes a batch it then partly drops (``generate`` always
+    runs the aligned batch); shard sizes then differ by at most ``align`` events. Without alignment
+    (or when there are fewer batches than shards) sizes differ by at most one event.
 
     Example:
         >>> plan_shards(10, 3)
         [(0, 4), (4, 3), (7, 3)]
+        >>> plan_shards(100, 3, align=16)
+        [(0, 48), (48, 32), (80, 20)]
     """
-    for name, v, lo in (("--events", n_events, 1), ("--shards", n_shards, 1)):
+    for name, v, lo in (("--events", n_events, 1), ("--shards", n_shards, 1), ("align", align, 1)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
             raise ConfigError(f"{name}: {v!r} must be an integer >= {lo}")
     if n_shards > n_events:
         raise ConfigError(f"--shards {n_shards}: more shards than --events {n_events}")
-    base, extra = divmod(int(n_events), int(n_shards))
-    sizes = [base + (k < extra) for k in range(n_shards)]
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
-    return [(int(s), int(n)) for s, n in zip(starts, sizes)]
+    n_blocks = -(-int(n_events) // int(align))
+    if n_blocks < n_shards:
+        align, n_blocks = 1, int(n_events)
+    base, extra = divmod(n_blocks, int(n_shards))
+    sizes = [base + (k < extra) for k in range(n_shards)]  # in blocks of ``align`` events
+    ends = np.minimum(np.cumsum(sizes) * int(align), int(n_events))
+    starts = np.concatenate([[0], ends[:-1]])
+    return [(int(a), int(b - a)) for a, b in zip(starts, ends)]
 
 
 def shard_suffix(family) -> str:
@@ -193,7 +202,7 @@ def run_campaign(run_dir, n_events: int, n_shards: int, out_dir, *, seed: int = 
     from b2bkg.generate import load_run
 
     log = log or (lambda *_: None)
-    shards = plan_shards(n_events, n_shards)
+    plan_shards(n_events, n_shards)  # argument checks before loading anything
     if threads_per_task < 1:
         raise ConfigError(f"threads_per_task: {threads_per_task} must be >= 1")
     run = load_run(run_dir, "cpu")
@@ -209,6 +218,7 @@ def run_campaign(run_dir, n_events: int, n_shards: int, out_dir, *, seed: int = 
              "events": int(n_events), "shards": int(n_shards), "batch_size": int(batch_size or fam.generate_batch_size),
              "suffix": suffix, "device": str(device), "conditions": None if conditions is None else str(conditions)}
     del run
+    shards = plan_shards(n_events, n_shards, align=ident["batch_size"])
     manifest = None
     if (out / MANIFEST).is_file():
         old = load_manifest(out)

@@ -110,13 +110,15 @@ def export_spec(family, modules: dict, cfg) -> ExportSpec:
 
 
 @contextlib.contextmanager
-def _quiet_torch_onnx():
-    """Silence the exporters' deprecation warnings and progress logging (they are not ours to fix)."""
+def _quiet_torch_onnx(notes: list[str]):
+    """Silence the exporters' deprecation warnings and progress logging (they are not ours to fix);
+    other warnings (e.g. the tracer's "converting a tensor to a Python boolean", which a constant
+    shape check causes) are collected into ``notes`` instead of printed: the export is checked
+    against PyTorch numerically afterwards."""
     loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
     levels = [lg.level for lg in loggers]
-    with warnings.catch_warnings():
-        for cat in (DeprecationWarning, FutureWarning, UserWarning):
-            warnings.filterwarnings("ignore", category=cat)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         for lg in loggers:
             lg.setLevel(logging.ERROR)
         try:
@@ -124,14 +126,19 @@ def _quiet_torch_onnx():
         finally:
             for lg, lv in zip(loggers, levels):
                 lg.setLevel(lv)
+            for w in caught:
+                if not issubclass(w.category, (DeprecationWarning, FutureWarning)):
+                    msg = f"{w.category.__name__}: {str(w.message).splitlines()[0]}"
+                    if msg not in notes:
+                        notes.append(msg)
 
 
-def _export(spec: ExportSpec, path: Path, exporter: str, opset: int) -> str:
-    """Run one torch exporter into ``path``; returns the exporter used."""
+def _export(spec: ExportSpec, path: Path, exporter: str, opset: int, notes: list[str] | None = None) -> str:
+    """Run one torch exporter into ``path``; returns the exporter used (warnings go to ``notes``)."""
     import torch
 
     names = spec.input_names + spec.output_names
-    with _quiet_torch_onnx(), torch.no_grad():
+    with _quiet_torch_onnx([] if notes is None else notes), torch.no_grad():
         if exporter == "legacy":
             torch.onnx.export(spec.module, spec.example_inputs, str(path), input_names=spec.input_names,
                               output_names=spec.output_names, opset_version=opset, dynamo=False,
@@ -161,7 +168,8 @@ def export_onnx(run_dir, out, *, exporter: str = "auto", opset: int = 17, weight
             compared with PyTorch; a difference beyond ``rtol``/``atol`` raises ModelError.
 
     Returns:
-        ``{"path", "model", "exporter", "opset", "bytes", "inputs", "outputs", "latents", "max_abs_diff"}``.
+        ``{"path", "model", "exporter", "opset", "bytes", "inputs", "outputs", "latents", "max_abs_diff",
+        "warnings"}`` (``warnings``: the exporter's non-deprecation warnings, one line each).
     """
     import onnx
     import torch
@@ -181,11 +189,11 @@ def export_onnx(run_dir, out, *, exporter: str = "auto", opset: int = 17, weight
     with tempfile.TemporaryDirectory(prefix="b2bkg-onnx-") as td:
         raw = Path(td) / "raw.onnx"
         order = ["legacy", "dynamo"] if exporter == "auto" else [exporter]
-        errors = []
+        errors, notes = [], []
         used = None
         for ex in order:
             try:
-                used = _export(spec, raw, ex, opset)
+                used = _export(spec, raw, ex, opset, notes)
                 break
             except Exception as e:  # try the next exporter; report all if none works
                 errors.append(f"{ex}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
@@ -221,7 +229,7 @@ def export_onnx(run_dir, out, *, exporter: str = "auto", opset: int = 17, weight
             diff = max(diff, float(np.abs(g - r).max()) if r.size else 0.0)
     return {"path": out, "model": run.family.name, "exporter": used, "opset": int(model.opset_import[0].version),
             "bytes": out.stat().st_size, "inputs": spec.input_names, "outputs": spec.output_names,
-            "latents": meta["latents"], "max_abs_diff": diff}
+            "latents": meta["latents"], "max_abs_diff": diff, "warnings": notes}
 
 
 class OnnxSampler:

@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from b2bkg.core.errors import ConfigError, ModelError
+from b2bkg.core.errors import B2bkgError, ConfigError, ModelError
 
 __all__ = ["SEED_OVERLAY_BYTES_PER_EVENT", "SEED_PXD_FRACTION", "seed_bytes_per_event", "measure_contract_bytes",
            "model_bytes", "measure_generation", "storage_table", "format_storage_table"]
@@ -211,8 +211,16 @@ def storage_table(run_dirs, *, truth_events: int = 3, gen_events: int = 4, seed:
     run_dirs = [Path(r) for r in run_dirs]
     if not run_dirs:
         raise ConfigError("storage: give at least one RUN_DIR")
-    infos = [model_bytes(r) for r in run_dirs]
-    pillars = sorted({p for i in infos if (p := _pillar(i["outputs"]))})
+    infos, failed = [], []
+    for r in run_dirs:  # one unusable run folder is reported in the table, not fatal for the others
+        try:
+            infos.append(model_bytes(r))
+        except B2bkgError as e:
+            failed.append((r, e))
+            infos.append(None)
+    if len(failed) == len(run_dirs):
+        raise failed[0][1]
+    pillars = sorted({p for i in infos if i and (p := _pillar(i["outputs"]))})
     if contract is None:
         contract = {}
         if pillars:
@@ -225,6 +233,11 @@ def storage_table(run_dirs, *, truth_events: int = 3, gen_events: int = 4, seed:
                               "method": "marginal compressed size (size(2n) - size(n)) / n, b2bkg FileWriter"}}
     rows = []
     for rd, info in zip(run_dirs, infos):
+        if info is None:
+            err = next(str(e) for r, e in failed if r == rd)
+            rows.append({"model": "?", "run_dir": str(rd), "pillar": None, "model_bytes": None, "baselines": {},
+                         "generation": {"error": f"cannot load the run folder: {err}"}})
+            continue
         pillar = _pillar(info["outputs"])
         row = {"model": info["model"], "run_dir": str(rd), "pillar": pillar, "model_bytes": info["bytes"],
                "weights_bytes": info["weights_bytes"], "config_bytes": info["config_bytes"], "baselines": {}}
@@ -273,7 +286,8 @@ def format_storage_table(result: dict) -> str:
     names = ["seed", *sorted({k for r in result["models"] for k in r["baselines"] if k != "seed"})]
     head = ["model", "pillar", "model size", "CPU s/evt", "peak MB"]
     for n in names:
-        head += [f"saved/evt [{n}]", f"break-even evts [{n}]", f"CPU s/MB saved [{n}]"]
+        short = n.replace("contract_", "")
+        head += [f"{short}: saved/evt", f"{short}: break-even", f"{short}: CPU s/MB"]
     rows = []
     for r in result["models"]:
         g = r.get("generation") or {}
@@ -294,8 +308,10 @@ def format_storage_table(result: dict) -> str:
     notes = [f"seed baseline: {result['baselines']['seed']['source']}; {result['baselines']['seed']['note']}",
              f"contract baseline: measured on {c['truth_events']} simulated truth events per pillar, "
              + ", ".join(f"{p} {f} {_fmt_bytes(b)}/evt" for p, d in c["bytes_per_event"].items() for f, b in d.items()),
-             "model size = weights file used by generate + config.yaml; break-even = model size / saved bytes per event; "
-             f"CPU and peak RSS: generate of {result['gen_events']} events on 1 thread in a fresh process"]
+             "model size = weights file used by generate + config.yaml; break-even = model size / saved bytes per event "
+             "(events); CPU s/MB = CPU seconds to generate the events that replace 1 MB of overlay files",
+             f"CPU s/evt and peak MB (RSS high-water mark of the process): generate of {result['gen_events']} events "
+             "on 1 thread in a fresh process"]
     errs = [f"{r['model']} ({r['run_dir']}): {r['generation']['error']}" for r in result["models"]
             if "error" in (r.get("generation") or {})]
     return "\n".join([line(head), line(["-" * w for w in widths]), *(line(r) for r in rows), "", *notes, *errs])

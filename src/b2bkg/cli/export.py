@@ -17,6 +17,8 @@ def command(run_dir, out, exporter, opset, weights):
     from b2bkg.campaign.onnx import export_onnx
 
     r = export_onnx(run_dir, out, exporter=exporter, opset=opset, weights=weights)
+    for note in r["warnings"]:
+        click.echo(f"export note: {note}", err=True)
     lat = ", ".join(f"{k}{tuple(v)}" for k, v in r["latents"].items()) or "none"
     click.echo(f"wrote {r['path']} ({r['bytes'] / 1e6:.3g} MB, {r['model']}, {r['exporter']} exporter, opset {r['opset']}): "
                f"inputs {r['inputs']} (per-event latents {lat}) -> outputs {r['outputs']}; "

@@ -1,6 +1,6 @@
 """Is the filtered-and-weighted sample the same physics? Weighted-histogram chi2 tests and plots.
 
-Monitored distributions (of skim-passing events; :data:`MONITORED`): Mbc, Delta E and tag-B
+Monitored distributions (of skim-passing events; :func:`monitored_variables`): Mbc, Delta E and tag-B
 momentum of the skim's best candidate, the numbers of clean tracks and clusters and the visible
 energy. A filtered sample (weights w) is compared with an *independent* unfiltered reference
 sample (unit weights), both normalized per generated event (N_test, N_ref input events), bin by
@@ -23,11 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-__all__ = ["MONITORED", "Chi2Result", "monitored_values", "quantile_edges", "weighted_hist", "weighted_chi2",
+__all__ = ["monitored_variables", "Chi2Result", "monitored_values", "quantile_edges", "weighted_hist", "weighted_chi2",
            "compare_samples", "plot_comparison"]
 
 
-def MONITORED(skim: str) -> dict[str, tuple[str, str, bool]]:  # noqa: N802  (a table keyed by the skim)
+def monitored_variables(skim: str) -> dict[str, tuple[str, str, bool]]:
     """``{label: (per-event dataset, axis label, integer)}`` of the monitored distributions of ``skim``."""
     return {
         "mbc": (f"mbc_{skim}", "M_bc (GeV)", False),
@@ -52,7 +52,7 @@ class Chi2Result:
 def monitored_values(per_event: dict[str, np.ndarray], skim: str, mask: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Values of the monitored variables (float64) for the events in ``mask`` (default: all)."""
     out = {}
-    for name, (key, _, _) in MONITORED(skim).items():
+    for name, (key, _, _) in monitored_variables(skim).items():
         v = np.asarray(per_event[key], np.float64)
         out[name] = v if mask is None else v[mask]
     return out
@@ -118,7 +118,7 @@ def compare_samples(test_pe: dict, test_w: np.ndarray, n_test: int, ref_pe: dict
     tv, rv = monitored_values(test_pe, skim, tp), monitored_values(ref_pe, skim, rp)
     w = np.asarray(test_w, np.float64)[tp]
     out = {}
-    for name, (_, _, integer) in MONITORED(skim).items():
+    for name, (_, _, integer) in monitored_variables(skim).items():
         edges = quantile_edges(rv[name], n_bins, integer)
         W, S = weighted_hist(tv[name], w, edges)
         R, _ = weighted_hist(rv[name], None, edges)
@@ -142,7 +142,7 @@ def plot_comparison(samples: list[tuple[str, dict, np.ndarray, int]], ref: tuple
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    mon = MONITORED(skim)
+    mon = monitored_variables(skim)
     fig, axes = plt.subplots(2, len(mon), figsize=(4 * len(mon), 5.5), gridspec_kw={"height_ratios": [3, 1]}, sharex="col")
     r_label, r_pe, r_n = ref
     rp = np.asarray(r_pe[f"passed_{skim}"], bool)

@@ -12,9 +12,10 @@ drawn in four learned steps, all vectorized over every cluster of an event:
    further box cells taken in order of their distance to the line (with a random jitter);
 3. the total charge ``Q``: mean charge per pixel ``m = Q // s`` from a learned histogram per
    (group, size bucket), ``Q = floor((m + U) s)``;
-4. the split of ``Q`` over the pixels: i.i.d. positive weights ``x_i`` from the learned quantile
-   table of ``s * (q_i - thr) / (Q - thr s)`` (per group and size bucket), normalized:
-   ``q_i = thr + floor(x_i / sum(x) * (Q - thr s) + U)``.
+4. the split of ``Q`` over the pixels: i.i.d. positive weights ``x_i`` from a learned quantile
+   table (per group and size bucket), normalized: ``q_i = thr + floor(x_i / sum(x) * (Q - thr s) + U)``;
+   the table is quantile-mapped (:func:`calibrate_weight_tables`) so that the normalized weights
+   ``s x_i / sum(x)`` have the training marginal of ``s (q_i - thr) / (Q - thr s)``.
 
 Every table is learned from the training clusters; no cluster (pattern with charges) is stored,
 so sampled clusters are new combinations (see :func:`b2bkg.pxd.sample.replay_fraction`).
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["sensor_group", "N_GROUPS", "build_patterns", "split_charges"]
+__all__ = ["sensor_group", "N_GROUPS", "build_patterns", "split_charges", "calibrate_weight_tables"]
 
 N_GROUPS = 4  # (layer 1, 2) x (sensor .1, .2)
 
@@ -139,3 +140,54 @@ def split_charges(ci: np.ndarray, size: np.ndarray, total: np.ndarray, qtab: np.
     q = thr + np.floor(share * np.maximum(excess, 0.0) + u2).astype(np.int64)
     return np.minimum(q, 255)
 
+
+
+def calibrate_weight_tables(weight_q: np.ndarray, size_hist: np.ndarray, bucket_edges: np.ndarray, n_groups: int,
+                            rng: np.random.Generator, iters: int = 8, n_pixels: int = 40_000,
+                            damping: float = 0.8, n_sub: int = 1) -> np.ndarray:
+    """Quantile-map the pixel-weight tables so that the *normalized* weights ``s x_i / sum(x)`` (what
+    :func:`split_charges` uses) have the training marginal, not the raw draws.
+
+    Args:
+        weight_q: quantile tables of the training weights ``s (q - thr) / (Q - thr s)``, shape
+            (n_groups * n_buckets * n_sub, Q), block ``(group * n_buckets + bucket) * n_sub + j``
+            (``j``: e.g. a charge bin); these quantiles are also the target.
+        size_hist: training cluster-size histogram per group, shape (n_groups, S+1) (index = size,
+            the last bin collects larger sizes).
+        bucket_edges: first size of buckets 2.. (bucket 0 = size 1 is left alone).
+        n_groups: detector groups.
+        rng: generator of the Monte Carlo (fit time only).
+    Returns:
+        the calibrated tables, same shape.
+    """
+    target = weight_q.astype(np.float64)
+    tab = target.copy()
+    nq = tab.shape[1]
+    levels = np.linspace(0.0, 1.0, nq)
+    nb = len(bucket_edges) + 1
+    sizes_all = np.arange(size_hist.shape[1])
+    for b in range(n_groups * nb * n_sub):
+        g, k = divmod(b // n_sub, nb)
+        if k == 0:
+            continue
+        lo = bucket_edges[k - 1]
+        hi = bucket_edges[k] if k < len(bucket_edges) else sizes_all[-1] + 1
+        sel = (sizes_all >= lo) & (sizes_all < hi)
+        w = size_hist[g, sel] * sizes_all[sel]  # pixel-weighted
+        if w.sum() <= 0 or target[b, -1] <= 0:
+            continue
+        sz = sizes_all[sel][rng.choice(sel.sum(), max(n_pixels // max(lo, 1), 100), p=w / w.sum())]
+        ci = np.repeat(np.arange(len(sz)), sz)
+        start = np.cumsum(sz) - sz
+        u = rng.random(len(ci))
+        for _ in range(iters):
+            x = np.interp(u, levels, tab[b])
+            sx = np.add.reduceat(x, start)
+            out = np.where(sx[ci] > 0, sz[ci] * x / np.where(sx[ci] > 0, sx[ci], 1.0), 1.0)
+            gq = np.quantile(out, levels)
+            ratio = np.where((gq > 1e-9) & (target[b] > 0), target[b] / np.maximum(gq, 1e-9), 1.0)
+            ratio[-1] = ratio[-2]  # the maximum is all noise
+            t_new = np.maximum.accumulate(tab[b] * np.clip(ratio, 0.5, 2.0) ** damping)
+            # the split is scale invariant: keep the table's mean at the target's
+            tab[b] = t_new * (target[b].mean() / max(t_new.mean(), 1e-12))
+    return tab.astype(np.float32)

@@ -52,7 +52,7 @@ from b2bkg.nn.gan import gradient_penalty
 from b2bkg.training.registry import Family, register
 from b2bkg.training.sampling import event_normal
 
-from .pxd_data import EventImageBatches, PxdImageGanConfig, images_to_digits, load_digits, validate_digits
+from .pxd_data import EventImageBatches, PxdImageGanConfig, images_to_digits, load_digits, soft_zero_suppress, validate_digits
 
 __all__ = [
     "EventGanConfig", "EventGenerator", "EventCritic", "PxdEventGan", "ConditionalBatchNorm", "NoisyUpTrunk",
@@ -286,14 +286,18 @@ class PxdEventGan(Family):
         """``n_critic`` WGAN-GP updates on whole events (B, 40, fr*fc, R, C), then one generator update."""
         cfg, G, D = state.cfg, state.modules["generator"], state.modules["critic"]
         dev = state.device
+
+        def seen(x):  # what the critic sees (soft zero suppression, see PxdImageGanConfig)
+            return soft_zero_suppress(x, cfg.threshold_adu, cfg.critic_sharpness)
+
         for i in range(cfg.n_critic):
-            real = batch if i == 0 else state.next_batch()
+            real = seen(batch if i == 0 else state.next_batch())
             with torch.no_grad():
-                fake = G(torch.randn(len(real), cfg.latent_dim, device=dev), G.draw_noise(len(real), dev))
+                fake = seen(G(torch.randn(len(real), cfg.latent_dim, device=dev), G.draw_noise(len(real), dev)))
             gp = gradient_penalty(D, real, fake)
             wdist = D(real).mean() - D(fake).mean()
             state.update("critic", -wdist + cfg.gp_lambda * gp)
-        fake = G(torch.randn(len(batch), cfg.latent_dim, device=dev), G.draw_noise(len(batch), dev))
+        fake = seen(G(torch.randn(len(batch), cfg.latent_dim, device=dev), G.draw_noise(len(batch), dev)))
         g_loss = -D(fake).mean()
         state.update("generator", g_loss)
         return {"wdist": wdist.item(), "gp": gp.item(), "g_loss": g_loss.item()}

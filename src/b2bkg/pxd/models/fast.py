@@ -35,13 +35,13 @@ from torch import nn
 from b2bkg.core.config import check_range
 from b2bkg.core.errors import ConfigError, SchemaError
 from b2bkg.core.progress import progress
-from b2bkg.core.seeding import event_rng
+from b2bkg.core.seeding import event_rng, stream_rng
 from b2bkg.io.events import N_SENSORS, N_UCELLS, N_VCELLS, PxdDigits
 from b2bkg.pxd.sample import BlockedAlias, assemble_digits
 from b2bkg.training.registry import Family, TrainConfig, register
 
 from . import fast_density as fd
-from .cluster_model import N_GROUPS, build_patterns, sensor_group, split_charges
+from .cluster_model import N_GROUPS, build_patterns, calibrate_weight_tables, sensor_group, split_charges
 
 __all__ = ["FastConfig", "FastPxdModel", "FastPxd", "sample_fast_event", "load_pxd_training"]
 
@@ -57,6 +57,7 @@ class FastConfig(TrainConfig):
     Attributes:
         class_edges: first size of size classes 2..K (class 1 = sizes below the first edge).
         size_buckets: first size of every charge bucket after the first (bucket 1 = size 1).
+        charge_edges: mean-charge-per-pixel bins (ADU) the charge-split tables are split by.
         u_bin_pixels, v_bin_pixels: position histogram bins (must divide 250 and 768).
         n_vregions: v-regions (equal slices of the 768 rows) the shape tables are split by.
         latent_rank: factors of the latent count covariance.
@@ -67,6 +68,7 @@ class FastConfig(TrainConfig):
         dead_min_expected: a u column / v row with no hit where this many were expected is dead.
         calib_iters, calib_events, calib_damping: merge-unfolding rounds, events per round, and
             the exponent applied to each correction ratio.
+        calib_occ_events: events of the final per-sensor occupancy correction.
         chunk_events: events read and clustered at once while fitting (memory bound).
         max_train_events: use at most this many training events (0: all).
         generate_batch: events per sampler call.
@@ -74,18 +76,20 @@ class FastConfig(TrainConfig):
 
     class_edges: tuple[int, ...] = (2, 3, 6)
     size_buckets: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8, 9, 11, 14, 18, 24, 32, 48)
+    charge_edges: tuple[int, ...] = (14, 20, 30)
     u_bin_pixels: int = 25
     v_bin_pixels: int = 16
     n_vregions: int = 3
     latent_rank: int = 4
     ridge: float = 1e-2
-    weight_quantiles: int = 257
+    weight_quantiles: int = 129
     line_jitter_pixels: float = 0.35
     hot_min_fraction: float = 0.5
     dead_min_expected: float = 30.0
     calib_iters: int = 3
     calib_events: int = 60
     calib_damping: float = 0.8
+    calib_occ_events: int = 200
     chunk_events: int = 50
     max_train_events: int = 0
     generate_batch: int = 16
@@ -111,6 +115,7 @@ class FastConfig(TrainConfig):
         check_range("calib_iters", self.calib_iters, 0, 50)
         check_range("calib_events", self.calib_events, 1, 100_000)
         check_range("calib_damping", self.calib_damping, 0.0, 1.0)
+        check_range("calib_occ_events", self.calib_occ_events, 2, 1_000_000)
         check_range("chunk_events", self.chunk_events, 1, 100_000)
         check_range("max_train_events", self.max_train_events, 0, None)
         check_range("generate_batch", self.generate_batch, 1, 100_000)
@@ -135,7 +140,7 @@ _BUFFERS = {
     "feat_mean": torch.float64, "feat_std": torch.float64, "feat_used": torch.float64, "has_conditions": torch.int64,
     "coef": torch.float64, "load": torch.float64, "diag": torch.float64,
     "pos_prob": torch.float32, "pos_alias": torch.int32,
-    "tri_offsets": torch.int64, "tri_swh": torch.int16, "tri_weight": torch.float32, "tri_prob": torch.float32,
+    "tri_offsets": torch.int64, "tri_swh": torch.int16, "tri_prob": torch.float32,
     "tri_alias": torch.int32, "flip_p": torch.float32,
     "qm_prob": torch.float32, "qm_alias": torch.int32, "weight_q": torch.float32,
     "hot_keys": torch.int64, "hot_p": torch.float32, "hot_q_prob": torch.float32, "hot_q_alias": torch.int32,
@@ -242,9 +247,10 @@ def _accumulate(reader, n_events: int, cfg: FastConfig) -> dict[str, np.ndarray]
     tri_keys: list[np.ndarray] = []
     flip = np.zeros((N_GROUPS, K, 2), np.float64)
     qm_h = np.zeros(N_GROUPS * NSB * 256, np.float64)
-    x_h = np.zeros(N_GROUPS * NSB * _XBINS, np.float64)
+    NMB = len(cfg.charge_edges) + 1
+    x_h = np.zeros(N_GROUPS * NSB * NMB * _XBINS, np.float64)
     size_h = np.zeros((N_GROUPS, _SMAX + 1), np.float64)
-    occ = np.zeros(N_SENSORS, np.float64)
+    occ_ev = np.zeros((n_events, N_SENSORS), np.float64)
     hot_q = np.zeros(256, np.float64)
     hot_fired = np.zeros(len(hot), np.float64)
     e0 = 0
@@ -259,7 +265,7 @@ def _accumulate(reader, n_events: int, cfg: FastConfig) -> dict[str, np.ndarray]
                           d.vcell[~is_hot], d.charge[~is_hot])
         cl = find_clusters(d)
         ne = d.n_events
-        occ += np.bincount(d.sensor, minlength=N_SENSORS)
+        occ_ev[e0:e0 + ne] = np.bincount(d.event_index() * N_SENSORS + d.sensor, minlength=ne * N_SENSORS).reshape(ne, -1)
         size = cl.size.astype(np.int64)
         sensor = cl.sensor.astype(np.int64)
         g = sensor_group(sensor)
@@ -292,13 +298,14 @@ def _accumulate(reader, n_events: int, cfg: FastConfig) -> dict[str, np.ndarray]
         okh = (hs >= 2) & (exc > 0)
         x = hs[okh] * (d.charge[okh].astype(np.float64) - thr) / exc[okh]
         xb = np.minimum((x * (_XBINS / _XMAX)).astype(np.int64), _XBINS - 1)
-        x_h += np.bincount(qblock[lab[okh]] * _XBINS + xb, minlength=N_GROUPS * NSB * _XBINS)
+        wblock = qblock * NMB + np.searchsorted(np.asarray(cfg.charge_edges), m, side="right")
+        x_h += np.bincount(wblock[lab[okh]] * _XBINS + xb, minlength=N_GROUPS * NSB * NMB * _XBINS)
         e0 += ne
     keys = np.concatenate(tri_keys) if tri_keys else np.zeros(0, np.int64)
     ukeys, kcount = np.unique(keys, return_counts=True)
     return {"threshold": thr, "hot": hot, "hot_p": hot_fired / n_events, "hot_q": hot_q, "dead_u": dead_u,
             "dead_v": dead_v, "counts": counts, "pos_h": pos_h, "tri_keys": ukeys, "tri_count": kcount.astype(np.float64),
-            "flip": flip, "qm_h": qm_h, "x_h": x_h, "size_h": size_h / n_events, "occ": occ / n_events}
+            "flip": flip, "qm_h": qm_h, "x_h": x_h, "size_h": size_h / n_events, "occ": occ_ev.mean(0), "occ_ev": occ_ev}
 
 
 def _tri_tables(st: dict, cfg: FastConfig, weight: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -327,7 +334,7 @@ def _tri_tables(st: dict, cfg: FastConfig, weight: np.ndarray | None = None) -> 
             "tri_prob": alias.prob, "tri_alias": alias.alias.astype(np.int32), "_tri_keys": keys}
 
 
-def _fit_tables(st: dict, cond: np.ndarray | None, cfg: FastConfig) -> dict[str, np.ndarray]:
+def _fit_tables(st: dict, cond: np.ndarray | None, cfg: FastConfig, seed: int) -> dict[str, np.ndarray]:
     K, NSB, NB = cfg.n_classes, cfg.n_sbuckets, cfg.n_pos_bins
     D = N_SENSORS * K
     n = len(st["counts"])
@@ -358,8 +365,11 @@ def _fit_tables(st: dict, cond: np.ndarray | None, cfg: FastConfig) -> dict[str,
     tabs["qm_prob"], tabs["qm_alias"] = qm.prob, qm.alias.astype(np.int32)
     levels = np.linspace(0.0, 1.0, cfg.weight_quantiles)
     edges = np.linspace(0.0, _XMAX, _XBINS + 1)
-    xh = st["x_h"].reshape(N_GROUPS * NSB, _XBINS)
-    tabs["weight_q"] = np.stack([_hist_quantiles(h, edges, levels) for h in xh]).astype(np.float32)
+    NMB = len(cfg.charge_edges) + 1
+    xh = st["x_h"].reshape(N_GROUPS * NSB * NMB, _XBINS)
+    wq = np.stack([_hist_quantiles(h, edges, levels) for h in xh])
+    tabs["weight_q"] = calibrate_weight_tables(wq, st["size_h"], np.asarray(cfg.size_buckets), N_GROUPS,
+                                               stream_rng(seed, "pxd-fast.fit.weights"), n_sub=NMB)
     # (d) detector facts
     hq = BlockedAlias.from_flat(st["hot_q"] if st["hot_q"].sum() > 0 else np.ones(256), np.array([0, 256]))
     tabs.update({"hot_keys": st["hot"].astype(np.int64), "hot_p": st["hot_p"].astype(np.float32),
@@ -421,7 +431,8 @@ def sample_fast_event(t: dict[str, np.ndarray], cfg: FastConfig, cond: np.ndarra
     total = np.floor((m + u[7]) * size).astype(np.int64)
     P = len(ci)
     up = rng.random((2, P))
-    q = split_charges(ci, size, total, t["weight_q"], qb, up[0], up[1], thr)
+    wb = qb * (len(cfg.charge_edges) + 1) + np.searchsorted(np.asarray(cfg.charge_edges), m, side="right")
+    q = split_charges(ci, size, total, t["weight_q"], wb, up[0], up[1], thr)
     # (d) assembly
     u0 = np.floor(pu - (w - 1) * 0.5 + 0.5).astype(np.int64)
     v0 = np.floor(pv - (h - 1) * 0.5 + 0.5).astype(np.int64)
@@ -470,7 +481,7 @@ def _calibrate(tabs: dict, st: dict, cond: np.ndarray | None, cfg: FastConfig, s
     tri_block = tri_keys >> 32
     tri_size = np.minimum((tri_keys >> 20) & 4095, _SMAX)
     tri_group = tri_block // (cfg.n_vregions * K)
-    for it in range(cfg.calib_iters + 1):
+    for it in range(cfg.calib_iters):
         rows = np.arange(cfg.calib_events) % n_train
         rngs = [event_rng(seed, "pxd-fast.calibrate", it * 1_000_000 + i) for i in range(cfg.calib_events)]
         d = _sample_digits(tabs, cfg, None if cond is None else cond[rows], rngs, hot_pixels=False)
@@ -483,24 +494,36 @@ def _calibrate(tabs: dict, st: dict, cond: np.ndarray | None, cfg: FastConfig, s
         gen_counts = np.bincount(dim, minlength=D) / cfg.calib_events
         gen_occ = np.bincount(d.sensor, minlength=N_SENSORS) / cfg.calib_events
         out[f"calib{it}_occupancy_bias"] = float(gen_occ.sum() / st["occ"].sum() - 1)
-        out[f"calib{it}_sensor_err"] = float(np.mean(np.abs(gen_occ / st["occ"] - 1)))
-        if it == cfg.calib_iters:
-            break
+        out[f"calib{it}_size_mean_ratio"] = float((gen_h * np.arange(_SMAX + 1)).sum() / gen_h.sum()
+                                                  / ((st["size_h"] * np.arange(_SMAX + 1)).sum() / st["size_h"].sum()))
+        # size shape within groups, and the cluster counts per (sensor, class)
         a = cfg.calib_damping
-        if it < cfg.calib_iters - 1 or cfg.calib_iters == 1:
-            # size shape within groups, and the cluster counts per (sensor, class)
-            ratio = np.where((gen_h > 0) & (st["size_h"] > 0), st["size_h"] / np.maximum(gen_h, 1e-12), 1.0) ** a
-            w = tabs["tri_weight"].astype(np.float64) * ratio[tri_group, tri_size]
-            st_w = {"tri_keys": tri_keys, "tri_count": w}
-            new = _tri_tables(st_w, cfg)
-            new.pop("_tri_keys")
-            tabs.update(new)
-            cr = np.where((gen_counts > 0) & (target_counts > 0), target_counts / np.maximum(gen_counts, 1e-12), 1.0)
-            tabs["coef"][:, 0] += a * np.log(cr)
-        if it == cfg.calib_iters - 1:
-            # last round: the per-sensor occupancy (all classes of a sensor together)
-            r = np.where(gen_occ > 0, st["occ"] / np.maximum(gen_occ, 1e-12), 1.0)
-            tabs["coef"][:, 0] += np.log(np.repeat(r, K))
+        ratio = np.where((gen_h > 0) & (st["size_h"] > 0), st["size_h"] / np.maximum(gen_h, 1e-12), 1.0) ** a
+        w = tabs["tri_weight"].astype(np.float64) * ratio[tri_group, tri_size]
+        new = _tri_tables({"tri_keys": tri_keys, "tri_count": w}, cfg)
+        new.pop("_tri_keys")
+        tabs.update(new)
+        cr = np.where((gen_counts > 0) & (target_counts > 0), target_counts / np.maximum(gen_counts, 1e-12), 1.0)
+        tabs["coef"][:, 0] += a * np.log(cr)
+    # occupancy: a larger sample (no clustering needed); global factor + per-sensor factors shrunk
+    # towards it by their statistical significance (James-Stein-like)
+    n_occ = cfg.calib_occ_events
+    rows = np.arange(n_occ) % n_train
+    rngs = [event_rng(seed, "pxd-fast.calibrate.occ", i) for i in range(n_occ)]
+    d = _sample_digits(tabs, cfg, None if cond is None else cond[rows], rngs, hot_pixels=False)
+    occ_g = np.bincount(d.event_index() * N_SENSORS + d.sensor, minlength=n_occ * N_SENSORS).reshape(n_occ, -1).astype(np.float64)
+    occ_t = st["occ_ev"]
+    mg, mt = occ_g.mean(0), occ_t.mean(0)
+    ok = (mg > 0) & (mt > 0)
+    var = np.where(ok, occ_g.var(0) / n_occ / np.maximum(mg, 1e-12) ** 2 + occ_t.var(0) / len(occ_t) / np.maximum(mt, 1e-12) ** 2, 0.0)
+    d0 = float(np.log(mt.sum() / mg.sum())) if mg.sum() > 0 else 0.0
+    diff = np.where(ok, np.log(np.maximum(mt, 1e-12) / np.maximum(mg, 1e-12)), d0) - d0
+    shrink = np.clip(1.0 - var / np.maximum(diff**2, 1e-30), 0.0, 1.0)
+    corr = d0 + shrink * diff
+    tabs["coef"][:, 0] += np.repeat(corr, K)
+    out["occ_calib_bias_before"] = float(mg.sum() / mt.sum() - 1)
+    out["occ_calib_sensor_err_before"] = float(np.mean(np.abs(mg[ok] / mt[ok] - 1)))
+    out["occ_calib_mean_shrink"] = float(shrink.mean())
     return out
 
 
@@ -525,7 +548,7 @@ class FastPxd(Family):
         reader, n, cond = load_pxd_training(data, cfg.max_train_events)
         with reader:
             st = _accumulate(reader, n, cfg)
-        tabs = _fit_tables(st, cond, cfg)
+        tabs = _fit_tables(st, cond, cfg, seed)
         summary = _calibrate(tabs, st, cond, cfg, seed)
         modules["model"].set_tables(tabs)
         summary.update({"n_events": n, "n_hot": len(st["hot"]), "n_dead_u": int(st["dead_u"].sum()),

@@ -56,7 +56,7 @@ from b2bkg.io.events import N_SENSORS
 from b2bkg.training.registry import Family, register
 
 from .event_gan import NoisyUpTrunk, SensorEncoder, _check_trunk, _draw_event_latents
-from .pxd_data import EventImageBatches, PxdImageGanConfig, images_to_digits, load_digits, validate_digits
+from .pxd_data import EventImageBatches, PxdImageGanConfig, images_to_digits, load_digits, soft_zero_suppress, validate_digits
 
 __all__ = ["IeaGanConfig", "IeaGenerator", "IeaDiscriminator", "PxdIeaGan", "intra_event_loss", "uniformity_loss"]
 
@@ -220,11 +220,14 @@ class PxdIeaGan(Family):
         cfg, G, D = state.cfg, state.modules["generator"], state.modules["discriminator"]
         dev = state.device
 
+        def seen(x):  # what the discriminator sees (soft zero suppression, see PxdImageGanConfig)
+            return soft_zero_suppress(x, cfg.threshold_adu, cfg.critic_sharpness)
+
         def fake_event(b):
-            return G(torch.randn(b, N_SENSORS, cfg.latent_dim, device=dev), G.draw_noise(b, dev))
+            return seen(G(torch.randn(b, N_SENSORS, cfg.latent_dim, device=dev), G.draw_noise(b, dev)))
 
         for i in range(cfg.n_dis):
-            real = batch if i == 0 else state.next_batch()
+            real = seen(batch if i == 0 else state.next_batch())
             with torch.no_grad():
                 fake = fake_event(len(real))
             s_real, real_emb = D(real)

@@ -45,7 +45,7 @@ from b2bkg.training.registry import TrainConfig
 
 __all__ = [
     "PxdImageGanConfig", "space_to_depth", "depth_to_space", "load_digits", "SensorImageBatches", "EventImageBatches",
-    "images_to_digits", "event_images", "validate_digits", "generator_device",
+    "images_to_digits", "event_images", "soft_zero_suppress", "image_features", "diversity_check", "validate_digits", "generator_device",
 ]
 
 
@@ -60,8 +60,13 @@ class PxdImageGanConfig(TrainConfig):
         max_train_events: use only the first N events of the training file (0: all).
         lr: Adam learning rate of both networks (scaled by the trainer's schedule).
         beta1, beta2: Adam betas.
-        out_bias_init: initial bias of the generator's output convolution (pre-tanh): -2 starts
-            the generator near "no hit" (x = -0.96 < threshold) instead of 100 % occupancy.
+        out_bias_init: initial bias of the generator's output convolution (pre-tanh): < 0 starts
+            the generator near "no hit" (x = tanh(-1) = -0.76 is below the 7-ADU threshold at
+            x = -0.25) instead of 100 % occupancy.
+        critic_sharpness: > 0: real and generated images reach the critic through the same soft
+            zero suppression (:func:`soft_zero_suppress`), so the critic cannot tell them apart by the
+            sub-threshold level of empty pixels (exactly -1 in data, never reached by tanh), which
+            the output threshold discards anyway; 0: off (the paper).
     """
 
     grid_factor: tuple[int, ...] = (1, 1)
@@ -71,6 +76,7 @@ class PxdImageGanConfig(TrainConfig):
     beta1: float = 0.5
     beta2: float = 0.9
     out_bias_init: float = 0.0
+    critic_sharpness: float = 0.0
 
     def __post_init__(self):
         super().__post_init__()
@@ -82,6 +88,7 @@ class PxdImageGanConfig(TrainConfig):
         check_range("beta1", self.beta1, 0.0, 1.0)
         check_range("beta2", self.beta2, 0.0, 1.0)
         check_range("out_bias_init", self.out_bias_init, -10.0, 10.0)
+        check_range("critic_sharpness", self.critic_sharpness, 0.0, 1000.0)
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -92,6 +99,19 @@ class PxdImageGanConfig(TrainConfig):
     def cell_channels(self) -> int:
         """Channels of one sensor image on the internal grid: fr * fc."""
         return self.grid_factor[0] * self.grid_factor[1]
+
+
+def soft_zero_suppress(x: torch.Tensor, threshold_adu: int, sharpness: float) -> torch.Tensor:
+    """Differentiable zero suppression in x space: ``-1 + (x + 1) * sigmoid(sharpness * (x - x_thr))``.
+
+    ``x_thr`` is the x value of ``threshold_adu - 0.5`` ADU (the rounding edge of :func:`to_adu`).
+    Empty pixels (x = -1) stay exactly -1, pixels well below the threshold go to ~-1, hits well
+    above it are kept; ``sharpness`` = 0 returns ``x`` unchanged. Any shape.
+    """
+    if sharpness <= 0:
+        return x
+    x_thr = 2.0 * float(np.log(threshold_adu + 0.5)) / float(np.log(256.0)) - 1.0
+    return -1.0 + (x + 1.0) * torch.sigmoid(sharpness * (x - x_thr))
 
 
 def space_to_depth(x: torch.Tensor, factor) -> torch.Tensor:
@@ -226,4 +246,54 @@ def validate_digits(generated: PxdDigits, truth: PxdDigits) -> dict[str, float]:
     out = {k: float(d[k]["value"]) for k in ("occupancy_bias", "ks_cluster_size", "ks_charge", "corr_mae", "w1_charge")}
     fin = [abs(out["occupancy_bias"]), out["ks_cluster_size"], out["ks_charge"], out["corr_mae"]]
     out = {"score": float(sum(v if np.isfinite(v) else 1.0 for v in fin)), **out}
+    return out
+
+
+def image_features(digits: PxdDigits, block: tuple[int, int] = (25, 24)) -> np.ndarray:
+    """Coarse occupancy maps of every (event, sensor) image, for diversity checks.
+
+    Returns:
+        float32 array (n_events, 40, 250/block[0] * 768/block[1]): log(1 + fired pixels) per block
+        (default 10 x 32 blocks of 25 x 24 pixels).
+    """
+    br, bc = block
+    nr, nc = N_UCELLS // br, N_VCELLS // bc
+    ev = digits.event_index().astype(np.int64)
+    cell = (digits.ucell.astype(np.int64) // br) * nc + digits.vcell.astype(np.int64) // bc
+    flat = (ev * N_SENSORS + digits.sensor.astype(np.int64)) * (nr * nc) + cell
+    counts = np.bincount(flat, minlength=digits.n_events * N_SENSORS * nr * nc)
+    return np.log1p(counts).astype(np.float32).reshape(digits.n_events, N_SENSORS, nr * nc)
+
+
+def diversity_check(generated: PxdDigits, train: PxdDigits, truth: PxdDigits) -> dict[str, float]:
+    """Mode-collapse check: spread of per-image occupancy and nearest-neighbour distances.
+
+    For every image (event, sensor) of ``generated`` and of the held-out ``truth``, the Euclidean
+    distance of its :func:`image_features` to the nearest TRAINING image of the same sensor, and to
+    the nearest other image of its own sample (same sensor). A collapsed generator has a small
+    spread of occupancy and small within-sample distances; a memorizing one is much closer to the
+    training images than held-out truth is.
+
+    Returns:
+        ``{"occ_std_pct_<gen|truth>", "occ_iqr_pct_<gen|truth>"`` (per-image occupancy, percent),
+        ``"nn_train_<gen|truth>"`` (median distance to the nearest training image),
+        ``"nn_self_<gen|truth>"`` (median distance to the nearest other image of the sample)}.
+    """
+    from b2bkg.pxd.metrics import image_occupancy
+
+    out: dict[str, float] = {}
+    ft = torch.from_numpy(image_features(train))  # (n_train, 40, K)
+    for name, d in (("gen", generated), ("truth", truth)):
+        occ = image_occupancy(d).ravel() * 100
+        out[f"occ_std_pct_{name}"] = float(occ.std())
+        out[f"occ_iqr_pct_{name}"] = float(np.subtract(*np.percentile(occ, [75, 25])))
+        f = torch.from_numpy(image_features(d))  # (n, 40, K)
+        nn_train, nn_self = [], []
+        for s in range(N_SENSORS):
+            nn_train.append(torch.cdist(f[:, s], ft[:, s]).amin(1))
+            dd = torch.cdist(f[:, s], f[:, s])
+            dd.fill_diagonal_(float("inf"))
+            nn_self.append(dd.amin(1))
+        out[f"nn_train_{name}"] = float(torch.cat(nn_train).median())
+        out[f"nn_self_{name}"] = float(torch.cat(nn_self).median())
     return out
