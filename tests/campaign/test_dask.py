@@ -89,7 +89,7 @@ def test_plan_shards():
             plan_shards(*bad)
 
 
-@pytest.mark.parametrize("n_shards", [3, 7])
+@pytest.mark.parametrize("n_shards", [7])  # unaligned to the batch; K=4 and K=10 (aligned) below
 def test_union_of_shards_is_independent_of_k(tiny_run, reference, client, tmp_path, n_shards, read_events):
     out = tmp_path / "c"
     m = run_campaign(tiny_run, N_EVENTS, n_shards, out, seed=11, client=client, merge=True, log=None)

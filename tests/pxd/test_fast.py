@@ -97,7 +97,7 @@ def sim_files(tmp_path_factory):
     from b2bkg.pxd.simulate import simulate_pxd
 
     tmp = tmp_path_factory.mktemp("fast")
-    train = simulate_pxd(10, 11, tmp / "train.h5", conditions=ConditionsConfig(lumi_spread=0.5, current_spread=0.05))
+    train = simulate_pxd(6, 11, tmp / "train.h5", conditions=ConditionsConfig(lumi_spread=0.5, current_spread=0.05))
     return tmp, train
 
 

@@ -49,9 +49,6 @@ __all__ = ["MANIFEST", "MANIFEST_SCHEMA", "plan_shards", "shard_suffix", "run_ca
 
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = "b2bkg.campaign/1"
-# families whose writer is not the contract FileWriter and needs another suffix (a family may also
-# set ``output_suffix`` itself)
-_SUFFIX_OVERRIDES = {"toy-gan": ".npy"}
 # manifest fields that must match for a re-run to resume an existing campaign
 _IDENTITY = ("model", "weights_sha256", "seed", "events", "shards", "batch_size", "suffix", "device", "conditions")
 
@@ -92,7 +89,7 @@ def plan_shards(n_events: int, n_shards: int, align: int = 1) -> list[tuple[int,
 def shard_suffix(family) -> str:
     """File suffix of shard files for ``family``: its ``output_suffix`` attribute if it has one,
     ``.npy`` for the toy family, otherwise ``.h5`` (the contract HDF5 schema)."""
-    return getattr(family, "output_suffix", None) or _SUFFIX_OVERRIDES.get(family.name, ".h5")
+    return getattr(family, "output_suffix", None) or ".h5"
 
 
 def sha256_file(path, chunk: int = 1 << 20) -> str:

@@ -122,6 +122,7 @@ class NpyWriter:
 class ToyGan(Family):
     config_cls = ToyGanConfig
     outputs = ("x",)
+    output_suffix = ".npy"
     description = "toy WGAN-GP on a 1D Gaussian mixture (trainer tests)"
 
     def build(self, cfg):

@@ -143,10 +143,16 @@ def split_charges(ci: np.ndarray, size: np.ndarray, total: np.ndarray, qtab: np.
 
 
 def calibrate_weight_tables(weight_q: np.ndarray, size_hist: np.ndarray, bucket_edges: np.ndarray, n_groups: int,
-                            rng: np.random.Generator, iters: int = 8, n_pixels: int = 40_000,
+                            rng: np.random.Generator, iters: int = 6, n_pixels: int = 8_000,
                             damping: float = 0.8, n_sub: int = 1) -> np.ndarray:
     """Quantile-map the pixel-weight tables so that the *normalized* weights ``s x_i / sum(x)`` (what
     :func:`split_charges` uses) have the training marginal, not the raw draws.
+
+    All blocks are iterated together: per block, ~``n_pixels`` pixels of clusters whose sizes follow
+    the training size histogram inside the block's size bucket get fixed uniforms; each round maps
+    them through the current table, normalizes per cluster, and multiplies every table level by
+    (target quantile / output quantile) ** damping, keeping the table's mean (the split is scale
+    invariant) and its monotonicity.
 
     Args:
         weight_q: quantile tables of the training weights ``s (q - thr) / (Q - thr s)``, shape
@@ -162,32 +168,50 @@ def calibrate_weight_tables(weight_q: np.ndarray, size_hist: np.ndarray, bucket_
     """
     target = weight_q.astype(np.float64)
     tab = target.copy()
-    nq = tab.shape[1]
-    levels = np.linspace(0.0, 1.0, nq)
+    nblk, nq = tab.shape
     nb = len(bucket_edges) + 1
     sizes_all = np.arange(size_hist.shape[1])
-    for b in range(n_groups * nb * n_sub):
+    blk_sizes, blk_ids = [], []
+    for b in range(nblk):
         g, k = divmod(b // n_sub, nb)
-        if k == 0:
+        if k == 0 or target[b, -1] <= 0:
             continue
         lo = bucket_edges[k - 1]
         hi = bucket_edges[k] if k < len(bucket_edges) else sizes_all[-1] + 1
         sel = (sizes_all >= lo) & (sizes_all < hi)
-        w = size_hist[g, sel] * sizes_all[sel]  # pixel-weighted
-        if w.sum() <= 0 or target[b, -1] <= 0:
+        w = size_hist[g, sel]
+        if w.sum() <= 0:
             continue
-        sz = sizes_all[sel][rng.choice(sel.sum(), max(n_pixels // max(lo, 1), 100), p=w / w.sum())]
-        ci = np.repeat(np.arange(len(sz)), sz)
-        start = np.cumsum(sz) - sz
-        u = rng.random(len(ci))
-        for _ in range(iters):
-            x = np.interp(u, levels, tab[b])
-            sx = np.add.reduceat(x, start)
-            out = np.where(sx[ci] > 0, sz[ci] * x / np.where(sx[ci] > 0, sx[ci], 1.0), 1.0)
-            gq = np.quantile(out, levels)
-            ratio = np.where((gq > 1e-9) & (target[b] > 0), target[b] / np.maximum(gq, 1e-9), 1.0)
-            ratio[-1] = ratio[-2]  # the maximum is all noise
-            t_new = np.maximum.accumulate(tab[b] * np.clip(ratio, 0.5, 2.0) ** damping)
-            # the split is scale invariant: keep the table's mean at the target's
-            tab[b] = t_new * (target[b].mean() / max(t_new.mean(), 1e-12))
+        mean_size = (w * sizes_all[sel]).sum() / w.sum()
+        blk_sizes.append(sizes_all[sel][rng.choice(sel.sum(), max(int(n_pixels / mean_size), 50), p=w / w.sum())])
+        blk_ids.append(b)
+    if not blk_ids:
+        return tab.astype(np.float32)
+    blk = np.asarray(blk_ids)
+    sz = np.concatenate(blk_sizes)  # (C,) cluster sizes
+    cblk = np.repeat(blk, [len(x) for x in blk_sizes])  # (C,) block of each cluster
+    ci = np.repeat(np.arange(len(sz)), sz)  # (P,)
+    start = np.cumsum(sz) - sz
+    pb = cblk[ci]
+    order0 = np.argsort(pb, kind="stable")  # pixels grouped by block (clusters are already)
+    n_per = np.bincount(pb, minlength=nblk)
+    first = np.cumsum(n_per) - n_per
+    pos = rng.random(len(ci)) * (nq - 1)
+    i0 = np.minimum(pos.astype(np.int64), nq - 2)
+    fr = pos - i0
+    lvl = np.linspace(0.0, 1.0, nq)
+    for _ in range(iters):
+        flat = tab.reshape(-1)
+        x = flat[pb * nq + i0] * (1 - fr) + flat[pb * nq + i0 + 1] * fr
+        sx = np.add.reduceat(x, start)
+        out = np.where(sx[ci] > 0, sz[ci] * x / np.where(sx[ci] > 0, sx[ci], 1.0), 1.0)
+        srt = out[order0][np.lexsort((out[order0], pb[order0]))]  # sorted inside each block
+        # output quantiles of every active block at the table levels (nearest rank)
+        idx = first[blk][:, None] + np.rint(lvl[None] * (n_per[blk][:, None] - 1)).astype(np.int64)
+        gq = srt[idx]  # (n_active, nq)
+        t = target[blk]
+        ratio = np.where((gq > 1e-9) & (t > 0), t / np.maximum(gq, 1e-9), 1.0)
+        ratio[:, -1] = ratio[:, -2]  # the maximum is all noise
+        t_new = np.maximum.accumulate(tab[blk] * np.clip(ratio, 0.5, 2.0) ** damping, axis=1)
+        tab[blk] = t_new * (t.mean(1) / np.maximum(t_new.mean(1), 1e-12))[:, None]
     return tab.astype(np.float32)
