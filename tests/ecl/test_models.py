@@ -137,7 +137,9 @@ def test_cov_reproduces_training_mean_and_covariance(runs, files):
     barrel = slice(13, 59)
     true_cov = (s.chol @ s.chol.transpose(1, 2)).double().numpy()
     rel = np.linalg.norm(cov_g[barrel] - true_cov[barrel], axis=(1, 2)) / np.linalg.norm(true_cov[barrel], axis=(1, 2))
-    assert rel.max() < 0.08, rel.max()  # 20 events x 144 crystals per ring
+    assert rel.max() < 0.15, rel.max()  # 20 events x 144 crystals = 2880 waveforms per ring
+    diff = (cov_g[barrel] - true_cov[barrel]).mean(axis=0)  # sampling errors average over 46 rings
+    assert np.linalg.norm(diff) / np.linalg.norm(true_cov[barrel].mean(axis=0)) < 0.03
     assert np.abs(mean_g[barrel] - s.mean[barrel].numpy()).max() < 0.15  # in noise units
 
 

@@ -44,6 +44,7 @@ What a family provides (subclass :class:`Family`, decorate with :func:`register`
 ``conditioned``     True if ``sample`` uses per-event beam ``conditions`` (``generate --conditions``).
 ``supports_keep``   True if ``sample`` takes ``keep`` (events read from ``generate --keep-from``).
 ``generate_batch_size`` default events per ``sample`` call.
+``output_suffix``   suffix of the files a family with its own writer produces (default: contract ``.h5``).
 ==================  ==============================================================================
 
 Example (the toy family in :mod:`b2bkg.training.toy` is the full, tested version)::
@@ -172,6 +173,7 @@ class Family:
     conditioned: bool = False
     supports_keep: bool = False
     generate_batch_size: int = 256
+    output_suffix: str | None = None  # file suffix when the family writes its own (non-contract) files
     description: str = ""
 
     # -- configuration -------------------------------------------------------------------------

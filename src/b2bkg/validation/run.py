@@ -14,7 +14,14 @@ contract files (root attribute ``content=signal``, with their conditions).
     {"none" | "truth" | "generated": {"pt_lt_0.2" | "pt_0.2_1": {"d0_pull_width", "d0_pull_width_err",
          "z0_pull_width", "z0_pull_width_err", "wrong_pxd_hit_fraction", "n_tracks", ...}}
          (or {"skipped": reason}),
-     "vertex": {scenario: {...}}, "checks": {...}, "ecl": {...}, "settings": {...}}
+     "vertex": {scenario: {...}}, "checks": {...},
+     "ecl": {"none" | "truth" | "generated": {"energy_resolution", "time_resolution_ns", "pi0_mass_mean_gev",
+         "pi0_mass_width_gev", "e_extra_mean_gev" (each with "*_err"), ...} (or {"skipped": reason}),
+         "settings": {...}},
+     "settings": {...}}
+
+The ECL part (:mod:`b2bkg.validation.ecl`) reconstructs the same signal photons and pi0s on no /
+true / generated ECL background (``ecl.png``, ``signal_ecl.h5``).
 """
 
 from __future__ import annotations
@@ -90,6 +97,47 @@ def _checks(results: dict) -> dict:
     return checks
 
 
+def _roi_study(sig, backgrounds: dict, model_background, results: dict, cfg: TrackingConfig, roi_config,
+               full_generation_s: float | None) -> dict:
+    """Pulls with PXD background only inside the tracks' ROIs, next to the full-background ones."""
+    from b2bkg.io import PxdDigits
+    from b2bkg.overlay.roi import RoiBackground, filter_digits, in_roi, rois_from_tracks
+
+    t0 = time.time()
+    rois = rois_from_tracks(sig, cfg, roi_config)
+    out: dict = {"settings": {"rois_per_event": rois.n_rois / sig.n_events, "area_fraction": rois.area_fraction(),
+                              "signal_hits_in_roi_fraction": float(in_roi(sig.digits, rois).mean()) if sig.digits.n_hits else float("nan"),
+                              "roi_finding_s": time.time() - t0}}
+    roi_bkg = {"truth": filter_digits(backgrounds["truth"], rois)}
+    if model_background is not None and "generated" in backgrounds:
+        rb = RoiBackground(model_background, rois)
+        t = time.time()
+        n = sig.n_events
+        roi_bkg["generated"] = PxdDigits.concat([rb.read(a, min(n, a + 25)) for a in range(0, n, 25)])
+        gen = {"mode": rb.mode, "roi_generation_s": time.time() - t, "full_generation_s": full_generation_s}
+        if full_generation_s:
+            gen["cost_ratio"] = gen["roi_generation_s"] / full_generation_s
+        if rb.counts:
+            gen.update(rb.counts)
+            gen["clusters_built_fraction"] = rb.counts["clusters_built"] / max(rb.counts["clusters"], 1)
+        out["generation"] = gen
+    checks = {}
+    for scen, bkg in roi_bkg.items():
+        res = summarize_tracks(reconstruct(sig, bkg, cfg))
+        res["background_hits_per_event"] = float(bkg.n_hits / bkg.n_events)
+        out[scen] = res
+        c = {}
+        for b in PT_BINS:
+            for p in ("d0", "z0"):
+                z = _significance(results[scen][b], res[b], f"{p}_pull_width")
+                c[f"{b}/{p}"] = {"roi": res[b][f"{p}_pull_width"], "full": results[scen][b][f"{p}_pull_width"],
+                                 "significance": z, "agree": bool(abs(z) < 2.0)}
+        c["agree"] = all(v["agree"] for v in c.values() if isinstance(v, dict))
+        checks[f"roi_pulls_unchanged_{scen}"] = c
+    out["checks"] = checks
+    return out
+
+
 def _jsonable(x):
     if isinstance(x, dict):
         return {k: _jsonable(v) for k, v in x.items()}
@@ -107,7 +155,8 @@ def _jsonable(x):
 def validate(out, *, events: int = DEFAULT_EVENTS, seed: int = 1, pxd_model=None, ecl_model=None,
              tracks_per_event: int = DEFAULT_TRACKS_PER_EVENT, decays_per_event: int = DEFAULT_DECAYS_PER_EVENT,
              device: str = "cpu", config: TrackingConfig | None = None, vertex: bool = True, plots: bool = True,
-             command: str = "") -> dict:
+             command: str = "", ecl: bool = True, ecl_events: int | None = None, ecl_config=None,
+             roi: bool = True, roi_config=None) -> dict:
     """Run the physics validation and write ``out/validation.json`` (+ plots and signal files).
 
     Args:
@@ -115,13 +164,21 @@ def validate(out, *, events: int = DEFAULT_EVENTS, seed: int = 1, pxd_model=None
         events: signal events; each gets one background event (true / generated).
         seed: master seed (signal tracks, true background, generation).
         pxd_model: run folder of a PXD model for scenario (c); None: (c) is skipped.
-        ecl_model: run folder of an ECL model (ECL cluster physics: not in this version, recorded).
+        ecl_model: run folder of an ECL model for scenario (c) of the ECL cluster physics; None: skipped.
         tracks_per_event: Y(4S)-like tracks per event (before acceptance).
         decays_per_event: D*+ -> D0 pi+ decays per event for the vertex study.
         device: torch device of the generator.
         config: tracking configuration.
         vertex, plots: switch the vertex study / the plots off.
         command: command line recorded in the signal files.
+        ecl: run the ECL cluster physics (:func:`b2bkg.validation.ecl.validate_ecl`; ``ecl`` section,
+            ``ecl.png``, ``signal_ecl.h5``); False records it as skipped.
+        ecl_events: signal events of the ECL part (default: ``events``).
+        ecl_config: :class:`b2bkg.validation.ecl.EclValidationConfig` (default settings if None).
+        roi: repeat the track reconstruction with PXD background only inside the regions of
+            interest of the tracks (:mod:`b2bkg.overlay.roi`): the true background post-filtered,
+            the generated one sampled inside the ROIs (``pxd-fast``) or post-filtered; ``roi`` section.
+        roi_config: :class:`b2bkg.overlay.roi.RoiConfig` (basf2 PXDROIFinder defaults if None).
 
     Returns:
         the content of ``validation.json`` (a dict).
@@ -136,6 +193,10 @@ def validate(out, *, events: int = DEFAULT_EVENTS, seed: int = 1, pxd_model=None
         raise ConfigError(f"--events: {events!r} must be a positive integer")
     if pxd_model is not None and not Path(pxd_model).is_dir():
         raise ModelError(f"--pxd-model {pxd_model}: not a run folder")
+    if ecl_model is not None and not Path(ecl_model).is_dir():
+        raise ModelError(f"--ecl-model {ecl_model}: not a run folder")
+    if ecl_events is not None and (isinstance(ecl_events, bool) or not isinstance(ecl_events, (int, np.integer)) or ecl_events < 1):
+        raise ConfigError(f"--ecl-events: {ecl_events!r} must be a positive integer")
     cfg = config or TrackingConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -192,13 +253,25 @@ def validate(out, *, events: int = DEFAULT_EVENTS, seed: int = 1, pxd_model=None
             vres[scen] = vr.residual[vr.ok]
             vsum[scen] = vertex_summary(vr)
         timing[f"reconstruct_{scen}_s"] = time.time() - t
+    roi_doc = _roi_study(sig, backgrounds, mb if pxd_model is not None else None, results, cfg, roi_config,
+                         timing.get("generated_background_s")) if roi else {"skipped": "ROI study switched off"}
     doc = {s: results[s] for s in SCENARIOS}
     if gen_info:
         doc["generated"]["model"] = gen_info
     doc["vertex"] = vsum if vertex else {"skipped": "vertex study switched off"}
     doc["checks"] = _checks(doc)
-    doc["ecl"] = {"skipped": "ECL cluster physics (pi0 mass, E_extra, cluster time/energy) is not implemented in this version"
-                  + (f"; --ecl-model {ecl_model} was not used" if ecl_model else "")}
+    doc["roi"] = roi_doc
+    doc["checks"].update(roi_doc.pop("checks", {}))
+    if ecl:
+        from .ecl import ecl_checks, validate_ecl
+
+        t = time.time()
+        doc["ecl"] = validate_ecl(out, events=int(ecl_events or events), seed=seed, ecl_model=ecl_model, device=device,
+                                  config=ecl_config, plots=plots, command=command)
+        doc["checks"].update(ecl_checks(doc["ecl"]))
+        timing["ecl_s"] = time.time() - t
+    else:
+        doc["ecl"] = {"skipped": "ECL cluster physics switched off" + (f"; --ecl-model {ecl_model} was not used" if ecl_model else "")}
     doc["settings"] = {"events": int(events), "seed": int(seed), "tracks_per_event": int(tracks_per_event),
                        "decays_per_event": int(decays_per_event), "n_signal_tracks": sig.n_tracks,
                        "pt_bins_gev": {k: list(v) for k, v in PT_BINS.items()}, "window_chi2": cfg.window_chi2,

@@ -2,10 +2,10 @@
 
 Per crystal ``c`` (ring ``r``) the waveform is sampled as::
 
-    w = pedestal[c] + mean[r] + s[c] * L[r] z,     z ~ N(0, 1)^31,   L[r] L[r]^T = C[r]
+    w = pedestal[c] + s[c] * (mean[r] + L[r] z),     z ~ N(0, 1)^31,   L[r] L[r]^T = C[r]
 
-with ``pedestal`` (8736,) the crystal's fitted mean (ADC), ``mean`` (69, 31) the ring's mean
-residual waveform, ``C`` (69, 31, 31) the ring's covariance of the residual divided by ``s[c]``,
+with ``pedestal`` (8736,) the crystal's fitted mean (ADC), ``mean`` (69, 31) and ``C`` (69, 31, 31)
+the ring's mean and covariance of the residual ``(w - pedestal[c]) / s[c]``, ``s[c]``
 the crystal's robust noise level (``crystal_scale: true``; else ``s = 1`` and ``C`` is the raw
 covariance). All fitted from the non-selected waveforms of ``--data``. Every waveform is drawn
 independently: no pile-up tails beyond the covariance, no event-level correlation, which is why
@@ -45,7 +45,7 @@ class EclCovConfig(EclTrainConfig):
 
 class CovSampler(nn.Module):
     """Per-ring Gaussian sampler. Buffers: ``pedestal`` (8736,), ``noise_sd`` (8736,) ADC,
-    ``mean`` (69, 31) ADC, ``chol`` (69, 31, 31) lower Cholesky factors (ADC / noise_sd)."""
+    ``mean`` (69, 31) and ``chol`` (69, 31, 31) lower Cholesky factors, in units of noise_sd."""
 
     def __init__(self):
         super().__init__()
@@ -62,13 +62,13 @@ class CovSampler(nn.Module):
         for r0, nr, size, c0 in self._blocks:  # 6 blocks of equal-size rings
             zb = z[:, c0:c0 + nr * size].reshape(len(z), nr, size, N_SAMPLES)  # (B, R, S, 31)
             out[:, c0:c0 + nr * size] = torch.einsum("brsi,rji->brsj", zb, self.chol[r0:r0 + nr]).reshape(len(z), nr * size, N_SAMPLES)
-        return out * self.noise_sd[:, None] + (self.pedestal[:, None] + self.mean[self.ring])
+        return (out + self.mean[self.ring]) * self.noise_sd[:, None] + self.pedestal[:, None]
 
     def forward_crystals(self, z: torch.Tensor, crystals: torch.Tensor) -> torch.Tensor:
         """z (C, n, 31) for crystals (C,) -> (C, n, 31) float ADC."""
         r = self.ring[crystals]
         x = torch.einsum("cni,cji->cnj", z, self.chol[r])
-        return x * self.noise_sd[crystals][:, None, None] + (self.pedestal[crystals][:, None] + self.mean[r])[:, None, :]
+        return (x + self.mean[r][:, None, :]) * self.noise_sd[crystals][:, None, None] + self.pedestal[crystals][:, None, None]
 
 
 def ring_moments(waveforms: np.ndarray, selected: np.ndarray | None, pedestal: np.ndarray, scale: np.ndarray,

@@ -45,7 +45,7 @@ from b2bkg.training.registry import register
 from b2bkg.training.sampling import event_generators
 
 from .common import EclFamily, EclTrainConfig
-from .data import N_SAMPLES, SetBatches, WaveformNorm, fit_normalization, load_ecl_data
+from .data import N_SAMPLES, SetBatches, WaveformNorm, fit_normalization, load_ecl_data, ring_blocks
 
 __all__ = ["EclGanConfig", "Generator", "Discriminator", "EclGan", "smoothed_labels"]
 
@@ -69,7 +69,7 @@ class EclGanConfig(EclTrainConfig):
     """
 
     batch_size: int = 128
-    latent_dim: int = 16
+    latent_dim: int = 32
     event_latent_dim: int = 8
     ring_embed_dim: int = 8
     g_channels: int = 4
@@ -143,7 +143,23 @@ class Generator(nn.Module):
         self.up = nn.ConvTranspose1d(c, c, 4, stride=2, padding=1)  # (C, 16) -> (C, 32)
         self.out = nn.Conv1d(c, 1, 5, padding=2)  # (C, 32) -> (1, 32)
         self.skip = nn.Linear(d_in, N_SAMPLES)
+        # per-ring linear map of z: the Gaussian part of the noise with the ring's autocovariance
+        eye = torch.eye(N_SAMPLES, cfg.latent_dim)
+        self.ring_mix = nn.Parameter(eye.repeat(N_RINGS, 1, 1))  # (69, 31, latent_dim)
         self.norm = WaveformNorm(cfg.tail)
+        self._blocks = ring_blocks()
+
+    def _ring_linear(self, z: torch.Tensor, ring: torch.Tensor, all_crystals: bool) -> torch.Tensor:
+        """ring_mix[ring] @ z: z (..., latent_dim) -> (..., 31); ``all_crystals``: z is
+        (B, 8736, latent_dim) in crystal order, done as per-ring-block batched products."""
+        if not all_crystals:
+            return torch.einsum("...ij,...j->...i", self.ring_mix[ring], z.expand(*ring.shape, z.shape[-1]))
+        out = z.new_empty(*z.shape[:-1], N_SAMPLES)
+        b = len(z)
+        for r0, nr, size, c0 in self._blocks:  # 6 blocks of equal-size rings
+            zb = z[:, c0:c0 + nr * size].reshape(b, nr, size, -1)
+            out[:, c0:c0 + nr * size] = torch.einsum("brsj,rij->brsi", zb, self.ring_mix[r0:r0 + nr]).reshape(b, nr * size, N_SAMPLES)
+        return out
 
     def _input(self, z, e, ring):
         lead = torch.broadcast_shapes(z.shape[:-1], ring.shape)
@@ -154,7 +170,8 @@ class Generator(nn.Module):
         parts.append(r.expand(*lead, r.shape[-1]))
         return torch.cat(parts, dim=-1)
 
-    def forward(self, z: torch.Tensor, e: torch.Tensor | None, ring: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, e: torch.Tensor | None, ring: torch.Tensor, all_crystals: bool = False) -> torch.Tensor:
+        lin = self._ring_linear(z, ring, all_crystals)
         x = self._input(z, e, ring)
         lead = x.shape[:-1]
         x = x.reshape(-1, x.shape[-1])
@@ -170,7 +187,7 @@ class Generator(nn.Module):
             h = torch.mm(h, w1).add_(b1)
             F.leaky_relu_(h, 0.2)
             y = torch.mm(h, w2[:, :N_SAMPLES].contiguous()).add_(b2[:N_SAMPLES])
-        return (y + self.skip(x)).reshape(*lead, N_SAMPLES)
+        return (y + self.skip(x)).reshape(*lead, N_SAMPLES) + lin
 
 
 class Discriminator(nn.Module):
@@ -298,7 +315,7 @@ class EclGan(EclFamily):
             zs.append(torch.randn((N_CRYSTALS, cfg.latent_dim), generator=gen))
         z = torch.stack(zs).to(device)  # (B, 8736, dz)
         e = torch.stack(es).to(device) if cfg.event_latent_dim else None  # (B, 1, de)
-        y = g(z, e, g.norm.ring[None, :])  # (B, 8736, 31)
+        y = g(z, e, g.norm.ring[None, :], all_crystals=True)  # (B, 8736, 31)
         return g.norm.denormalize(y)
 
     def sample_crystals(self, modules, cfg, crystals, n, gen):

@@ -46,6 +46,7 @@ from .cluster_model import N_GROUPS, build_patterns, calibrate_weight_tables, se
 __all__ = ["FastConfig", "FastPxdModel", "FastPxd", "sample_fast_event", "load_pxd_training"]
 
 SAMPLE_DOMAIN = "pxd-fast.generate"
+COND_DOMAIN = "pxd-fast.conditions"
 _SMAX = 64  # size histogram of the calibration: sizes >= 64 share the last bin
 _XMAX, _XBINS = 24.0, 4800  # pixel-weight histogram range and bins (fit time only)
 
@@ -309,26 +310,26 @@ def _accumulate(reader, n_events: int, cfg: FastConfig) -> dict[str, np.ndarray]
 
 
 def _tri_tables(st: dict, cfg: FastConfig, weight: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """(size, W, H) categorical per (group, v-region, class) block, from the unique triple keys."""
+    """(size, W, H) categorical per (group, v-region, class) block, from the sorted unique triple keys
+    (``block << 32 | size << 20 | W << 10 | H``) and their weights (default: training counts).
+    A block never seen in training (a class absent from a region) gets one tiny-weight square
+    cluster of the class's smallest size, so every draw is defined."""
     nblocks = N_GROUPS * cfg.n_vregions * cfg.n_classes
     keys = st["tri_keys"]
+    w = np.asarray(st["tri_count"] if weight is None else weight, np.float64)
+    present = np.zeros(nblocks, bool)
+    present[np.unique(keys >> 32)] = True
+    empty = np.flatnonzero(~present)
+    if len(empty):
+        smin = np.concatenate([[1], np.asarray(cfg.class_edges)])[empty % cfg.n_classes]
+        side = np.ceil(np.sqrt(smin)).astype(np.int64)
+        keys = np.concatenate([keys, (((empty << 12) | smin) << 20) | (side << 10) | side])
+        w = np.concatenate([w, np.full(len(empty), 1e-9)])
+        o = np.argsort(keys, kind="stable")
+        keys, w = keys[o], w[o]
     block = keys >> 32
     swh = np.stack([(keys >> 20) & 4095, (keys >> 10) & 1023, keys & 1023], 1)
-    w = st["tri_count"] if weight is None else weight
     offsets = np.searchsorted(block, np.arange(nblocks + 1)).astype(np.int64)
-    # an empty block (class never seen in that region) borrows a size-1 cluster so draws stay defined
-    if (np.diff(offsets) == 0).any():
-        empty = np.flatnonzero(np.diff(offsets) == 0)
-        cls = empty % cfg.n_classes
-        smin = np.concatenate([[1], np.asarray(cfg.class_edges)])[cls]
-        side = np.ceil(np.sqrt(smin)).astype(np.int64)
-        extra = (((empty << 12) | smin) << 20) | (side << 10) | side
-        keys2 = np.concatenate([keys, extra])
-        w2 = np.concatenate([w, np.full(len(empty), 1e-9)])
-        o = np.argsort(keys2, kind="stable")
-        st2 = {"tri_keys": keys2[o], "tri_count": st["tri_count"] if weight is None else w}
-        st2["tri_count"] = w2[o]
-        return _tri_tables(st2, cfg)
     alias = BlockedAlias.from_flat(w, offsets)
     return {"tri_offsets": offsets, "tri_swh": swh.astype(np.int16), "tri_weight": w.astype(np.float32),
             "tri_prob": alias.prob, "tri_alias": alias.alias.astype(np.int32), "_tri_keys": keys}
@@ -572,8 +573,10 @@ class FastPxd(Family):
 
     @torch.no_grad()
     def sample(self, modules, cfg, events, seed, device, conditions=None, keep=None):
-        """Events ``events`` (global indices); event i uses only ``event_rng(seed, "pxd-fast.generate", i)``.
-        ``conditions``: :class:`b2bkg.io.Conditions` of the events (None: drawn from the learned density)."""
+        """Events ``events`` (global indices); event i uses only ``event_rng(seed, "pxd-fast.generate", i)``
+        (and ``event_rng(seed, "pxd-fast.conditions", i)`` for its conditions when none are given).
+        ``conditions``: :class:`b2bkg.io.Conditions` of the events (None: drawn from the learned density).
+        Returns ``{"pxd": PxdDigits, "conditions": Conditions}`` (the conditions each event was drawn at)."""
         t = modules["model"].tables()
         conds = None
         if conditions is not None:
@@ -581,5 +584,13 @@ class FastPxd(Family):
 
             names = list(conditions.names)
             conds = np.asarray(conditions.values, np.float64)[:, [names.index(k) for k in CONDITION_NAMES]]
-        rngs = [event_rng(seed, SAMPLE_DOMAIN, int(e)) for e in np.asarray(events).reshape(-1)]
-        return {"pxd": _sample_digits(t, cfg, conds, rngs)}
+        events = np.asarray(events).reshape(-1)
+        if conds is None:  # learned conditions density, from its own per-event stream
+            conds = np.stack([fd.sample_conditions_learned(t["cond_log_mean"], t["cond_log_chol"], float(t["cond_inj_prob"][0]),
+                                                           event_rng(seed, COND_DOMAIN, int(e))) for e in events])
+            conds = conds.astype(np.float32).astype(np.float64)  # as written to the file: re-drawable exactly
+        rngs = [event_rng(seed, SAMPLE_DOMAIN, int(e)) for e in events]
+        from b2bkg.core.conditions import CONDITION_NAMES
+        from b2bkg.io import Conditions
+
+        return {"pxd": _sample_digits(t, cfg, conds, rngs), "conditions": Conditions(conds.astype(np.float32), CONDITION_NAMES)}

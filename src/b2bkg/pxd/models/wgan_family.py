@@ -10,9 +10,9 @@ lr 1e-4 constant for the first half of the steps, then linearly to 0 (``lr_sched
 
 The model is not conditioned on the sensor: an event is 40 independent draws (no sensor-to-sensor
 correlation and one occupancy spectrum for all sensors, the paper's model). ``small`` keeps the
-same topology with fewer channels, 3x3 kernels and blocks ending on a 64 x 192 grid that is resized
-(bilinear) to 256 x 768 before the output convolution (``WganConfig.final_upsample``): output is
-always full resolution.
+same topology (five blocks from 8 x 24 to 256 x 768) with ~1/32 of the channels, 3x3 kernels and
+batch 16; a config whose blocks end on a coarser grid is resized to 256 x 768 before the output
+convolution (``WganConfig.final_upsample``): output is always full resolution.
 
 Example:
     $ b2bkg train pxd-wgan --data train.h5 --val val.h5 --out runs/wgan --config small
