@@ -23,13 +23,14 @@ def _f(x) -> str:
 @click.option("--no-vertex", is_flag=True, help="Skip the D0 vertex study.")
 @click.option("--ecl-events", type=click.IntRange(min=1), default=None, help="Signal events of the ECL cluster physics (default: --events).")
 @click.option("--no-ecl", is_flag=True, help="Skip the ECL cluster physics.")
-def command(pxd_model, ecl_model, events, seed, out, tracks_per_event, device, no_vertex, ecl_events, no_ecl):
+@click.option("--no-roi", is_flag=True, help="Skip the pulls with PXD background inside regions of interest only.")
+def command(pxd_model, ecl_model, events, seed, out, tracks_per_event, device, no_vertex, ecl_events, no_ecl, no_roi):
     """Impact-parameter pulls, D0 vertex resolution and ECL cluster physics with no / true / generated background."""
     from b2bkg.validation.run import DEFAULT_EVENTS, DEFAULT_TRACKS_PER_EVENT, validate
 
     doc = validate(out, events=events or DEFAULT_EVENTS, seed=seed, pxd_model=pxd_model, ecl_model=ecl_model,
                    tracks_per_event=tracks_per_event or DEFAULT_TRACKS_PER_EVENT, device=device, vertex=not no_vertex,
-                   command=command_line(), ecl=not no_ecl, ecl_events=ecl_events)
+                   command=command_line(), ecl=not no_ecl, ecl_events=ecl_events, roi=not no_roi)
     rows = []
     for scen in ("none", "truth", "generated"):
         d = doc[scen]
@@ -43,6 +44,14 @@ def command(pxd_model, ecl_model, events, seed, out, tracks_per_event, device, n
     from ._common import echo_table
 
     echo_table(rows, ("scenario", "pT bin", "tracks", "d0 pull width", "z0 pull width", "wrong PXD hits"))
+    roi = doc.get("roi", {})
+    if "skipped" not in roi:
+        st = roi["settings"]
+        line = f"roi: {st['rois_per_event']:.1f} ROIs per event, {100 * st['area_fraction']:.2f} % of the PXD"
+        g = roi.get("generation")
+        if g and g.get("cost_ratio") is not None:
+            line += f"; generation inside ROIs ({g['mode']}) costs {100 * g['cost_ratio']:.0f} % of the full events"
+        click.echo(line)
     ecl = doc.get("ecl", {})
     if "skipped" in ecl:
         click.echo(f"ecl: skipped ({ecl['skipped']})")

@@ -34,7 +34,7 @@ class OverlayResult:
 
 
 def overlay_files(signal, background, out, *, reuse: bool = False, seed: int = 1, device: str = "cpu",
-                  chunk: int | None = None, command: str = "") -> OverlayResult:
+                  chunk: int | None = None, command: str = "", roi: bool = False, roi_config=None) -> OverlayResult:
     """Overlay background onto every event of ``signal`` and write ``out``.
 
     Args:
@@ -50,6 +50,11 @@ def overlay_files(signal, background, out, *, reuse: bool = False, seed: int = 1
         device: torch device of a model background.
         chunk: events per streamed chunk (default 100 for PXD, 10 with ECL waveforms).
         command: command line recorded in the output.
+        roi: overlay PXD background only inside the regions of interest of the signal's tracks
+            (:mod:`b2bkg.overlay.roi`: from the file's ``smc`` particles, else its own PXD clusters);
+            a ``pxd-fast`` run folder is sampled inside the ROIs only, any other source is
+            post-filtered. ECL waveforms are overlaid in full.
+        roi_config: :class:`b2bkg.overlay.roi.RoiConfig` (basf2 PXDROIFinder defaults if None).
 
     Returns:
         :class:`OverlayResult`.
@@ -84,6 +89,18 @@ def overlay_files(signal, background, out, *, reuse: bool = False, seed: int = 1
                 "background_kind": bkg.kind, "overlaid_groups": ",".join(overlaid), "n_recycled": int(bkg.n_recycled),
                 "reuse": bool(reuse), "conditions_from": "background" if use_bkg_cond else ("signal" if cond_src else "none"),
             }
+            roi_bkg = None
+            if roi:
+                if "pxd" not in overlaid:
+                    raise ConfigError(f"--roi: no PXD digits to overlay (signal {signal} has {sig_groups}, background {list(bkg.groups)})")
+                from .roi import RoiBackground, rois_for_signal_file
+
+                rois, roi_source = rois_for_signal_file(sf, seed, roi_config)
+                roi_bkg = RoiBackground(bkg, rois)
+                attrs.update({"roi": True, "roi_source": roi_source, "roi_mode": roi_bkg.mode,
+                              "roi_area_fraction": rois.area_fraction(), "rois_per_event": rois.n_rois / max(n, 1)})
+                notes.append(f"ROIs from {roi_source}: {rois.n_rois / max(n, 1):.1f} per event, "
+                             f"{100 * rois.area_fraction():.2f} % of the PXD; background {roi_bkg.mode}")
             step = int(chunk or (_CHUNK["ecl"] if "ecl" in sig_groups else _CHUNK["pxd"]))
             if step < 1:
                 raise ConfigError(f"chunk: {chunk} must be >= 1")
@@ -95,7 +112,7 @@ def overlay_files(signal, background, out, *, reuse: bool = False, seed: int = 1
                         s = sf.read(g, a, b)
                         if g in overlaid:
                             fn = overlay_pxd if g == "pxd" else overlay_ecl
-                            s = fn(s, bkg.read(g, a, b))
+                            s = fn(s, roi_bkg.read(a, b) if (g == "pxd" and roi_bkg is not None) else bkg.read(g, a, b))
                         parts[g] = s
                     if sf.has("smc"):
                         parts["smc"] = sf.read("smc", a, b)
@@ -104,6 +121,10 @@ def overlay_files(signal, background, out, *, reuse: bool = False, seed: int = 1
                     elif cond_src:
                         parts["conditions"] = sf.read("conditions", a, b)
                     w.append(**parts)
+            if roi_bkg is not None and roi_bkg.counts:
+                c = roi_bkg.counts
+                notes.append(f"ROI sampling built {c['clusters_built']} of {c['clusters']} drawn clusters "
+                             f"({100 * c['clusters_built'] / max(c['clusters'], 1):.1f} %)")
         finally:
             bkg.close()
     return OverlayResult(Path(out), n, overlaid, passed, bkg.kind, int(bkg.n_recycled), notes)

@@ -118,21 +118,28 @@ class Rois:
         return Rois(stop - start, self.event[a:b] - start, self.sensor[a:b], self.umin[a:b], self.umax[a:b],
                     self.vmin[a:b], self.vmax[a:b])
 
-    def covered_pixels(self, chunk: int = 20) -> np.ndarray:
-        """Pixels inside at least one ROI, per event (the union), shape (n_events,), int64."""
+    def covered_pixels(self) -> np.ndarray:
+        """Pixels inside at least one ROI, per event (the union), shape (n_events,), int64.
+
+        Per pixel column (event, sensor, u) the v intervals of the ROIs are merged (sort + running
+        maximum of the interval ends), so overlapping ROIs count once.
+        """
         out = np.zeros(self.n_events, np.int64)
-        for a in range(0, self.n_events, chunk):
-            r = self.slice(a, min(self.n_events, a + chunk))
-            if r.n_rois == 0:
-                continue
-            nu, nv = r.umax - r.umin + 1, r.vmax - r.vmin + 1
-            n = nu * nv
-            ri = np.repeat(np.arange(r.n_rois), n)
-            k = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
-            key = ((r.key[ri] * N_UCELLS + r.umin[ri] + k // nv[ri]) * N_VCELLS + r.vmin[ri] + k % nv[ri])
-            ev = np.unique(key) // (N_SENSORS * N_UCELLS * N_VCELLS)
-            out[a : a + r.n_events] += np.bincount(ev, minlength=r.n_events)
-        return out
+        if self.n_rois == 0:
+            return out
+        nu = self.umax - self.umin + 1
+        ri = np.repeat(np.arange(self.n_rois), nu)
+        col = (self.key[ri] * N_UCELLS + self.umin[ri] + np.arange(int(nu.sum())) - np.repeat(np.cumsum(nu) - nu, nu))
+        start, end = self.vmin[ri], self.vmax[ri]
+        o = np.lexsort((start, col))
+        col, start, end = col[o], start[o], end[o]
+        span = N_VCELLS + 2
+        run = np.maximum.accumulate(col * span + end + 1)  # running max of the ends, monotone over columns
+        prev = np.r_[-1, run[:-1]]
+        same = np.r_[False, col[1:] == col[:-1]]
+        prev_end = np.where(same, prev - col * span - 1, -1)
+        covered = np.maximum(0, end - np.maximum(start, prev_end + 1) + 1)
+        return np.bincount(col // (N_SENSORS * N_UCELLS), covered, minlength=self.n_events).astype(np.int64)
 
     def area_fraction(self) -> float:
         """Mean fraction of the 40 x 250 x 768 pixels inside ROIs."""

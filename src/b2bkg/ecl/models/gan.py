@@ -148,6 +148,25 @@ class Generator(nn.Module):
         self.ring_mix = nn.Parameter(eye.repeat(N_RINGS, 1, 1))  # (69, 31, latent_dim)
         self.norm = WaveformNorm(cfg.tail)
         self._blocks = ring_blocks()
+        # start close to a per-ring Gaussian (ring_mix is set from the data on the first step):
+        # small non-linear paths, and an event latent whose influence must be learned
+        with torch.no_grad():
+            self.out.weight.mul_(0.1)
+            self.out.bias.zero_()
+            self.skip.weight.mul_(0.1)
+            self.skip.bias.zero_()
+        self.event_gain = nn.Parameter(torch.tensor(0.1))
+        self.register_buffer("initialized", torch.zeros(()))  # 1 once fitted from the data
+
+    @torch.no_grad()
+    def init_from_data(self, stats: dict, ring_chol: torch.Tensor) -> None:
+        """Fill the normalisation buffers and start ``ring_mix`` at the rings' Cholesky factors
+        (69, 31, 31) of the normalised data (``ecl-cov`` in normalised space)."""
+        self.norm.load_stats(stats)
+        self.ring_mix.zero_()
+        k = min(self.ring_mix.shape[-1], N_SAMPLES)
+        self.ring_mix[:, :, :k] = ring_chol.to(self.ring_mix)[:, :, :k]
+        self.initialized.fill_(1.0)
 
     def _ring_linear(self, z: torch.Tensor, ring: torch.Tensor, all_crystals: bool) -> torch.Tensor:
         """ring_mix[ring] @ z: z (..., latent_dim) -> (..., 31); ``all_crystals``: z is
@@ -165,7 +184,7 @@ class Generator(nn.Module):
         lead = torch.broadcast_shapes(z.shape[:-1], ring.shape)
         parts = [z.expand(*lead, z.shape[-1])]
         if self.d_e:
-            parts.append(e.expand(*lead, self.d_e))
+            parts.append(self.event_gain * e.expand(*lead, self.d_e))
         r = self.ring_emb(ring)
         parts.append(r.expand(*lead, r.shape[-1]))
         return torch.cat(parts, dim=-1)
@@ -250,7 +269,7 @@ class EclGan(EclFamily):
     description = "ECL 1D conv waveform GAN (seed 004 recipe), ring-conditioned, event latent"
 
     def __init__(self):
-        self._stats = None
+        self._stats, self._chol = None, None
 
     def build(self, cfg):
         return {"generator": Generator(cfg), "discriminator": Discriminator(cfg)}
@@ -262,14 +281,21 @@ class EclGan(EclFamily):
         }
 
     def make_data(self, cfg, path, seed, rank=0, world_size=1):
+        from .cov import _cholesky, ring_moments
+
         data = load_ecl_data(path, cfg.max_train_events)
-        # the fitted normalisation is copied into the generator's buffers on the first step
+        # the fitted normalisation and the per-ring Gaussian start of ring_mix are copied into
+        # the generator on the first step of a new run (not on resume: they are in the checkpoint)
         self._stats = fit_normalization(data.waveforms, data.selected)
+        _, cov = ring_moments(data.waveforms, data.selected, self._stats["pedestal"].astype(np.float64),
+                              self._stats["noise_sd"].astype(np.float64))
+        self._chol = torch.as_tensor(_cholesky(cov), dtype=torch.float32)
         return SetBatches(data, cfg.set_size, cfg.batch_size // 2 // cfg.set_size, seed, rank, world_size)
 
     def _ensure_norm(self, g: Generator) -> None:
         if self._stats is not None:
-            g.norm.load_stats(self._stats)
+            if not bool(g.initialized):
+                g.init_from_data(self._stats, self._chol)
             self._stats = None
 
     def _fake(self, g: Generator, cfg, crystal: torch.Tensor) -> torch.Tensor:

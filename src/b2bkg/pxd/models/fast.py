@@ -4,7 +4,7 @@ Per event (never a dense image; every stage learned from a data file in the cont
 
 (a) beam conditions: the file's (``generate --conditions``) or drawn from the learned density;
     the 40 x K per-(sensor, size class) cluster counts from a Poisson-lognormal whose log-mean is
-    a Poisson regression on the log-conditions and whose latent low-rank + diagonal covariance
+    a Poisson regression on the log-conditions (and their squares) and whose latent low-rank + diagonal covariance
     carries the remaining sensor-to-sensor correlation (:mod:`.fast_density`);
 (b) cluster positions: per (sensor, class) histogram of the cluster centre on a coarse (u, v) grid
     (``u_bin_pixels`` x ``v_bin_pixels``), drawn with the alias method, uniform inside a bin;
@@ -63,6 +63,7 @@ class FastConfig(TrainConfig):
         n_vregions: v-regions (equal slices of the 768 rows) the shape tables are split by.
         latent_rank: factors of the latent count covariance.
         ridge: L2 penalty of the count regression (standardized log-conditions).
+        quadratic_conditions: add the squares of the standardized log-conditions as regressors.
         weight_quantiles: levels of the pixel-weight quantile tables.
         line_jitter_pixels: random jitter of the extra cells' distance to the cluster line.
         hot_min_fraction: pixels firing in more than this fraction of events are hot pixels.
@@ -83,6 +84,7 @@ class FastConfig(TrainConfig):
     n_vregions: int = 3
     latent_rank: int = 4
     ridge: float = 1e-2
+    quadratic_conditions: bool = True
     weight_quantiles: int = 129
     line_jitter_pixels: float = 0.35
     hot_min_fraction: float = 0.5
@@ -350,7 +352,8 @@ def _fit_tables(st: dict, cond: np.ndarray | None, cfg: FastConfig, seed: int) -
         tabs["has_conditions"] = np.array([0])
     tabs.update({"cond_log_mean": dens["log_mean"], "cond_log_chol": dens["log_chol"], "cond_inj_prob": dens["inj_prob"],
                  "feat_mean": dens["feat_mean"], "feat_std": dens["feat_std"], "feat_used": dens["feat_used"]})
-    x = fd.condition_features(cond if cond is not None else np.ones((n, 6)), dens["feat_mean"], dens["feat_std"], dens["feat_used"])
+    x = fd.condition_features(cond if cond is not None else np.ones((n, 6)), dens["feat_mean"], dens["feat_std"], dens["feat_used"],
+                              cfg.quadratic_conditions)
     y = st["counts"].astype(np.float64)
     coef = fd.fit_poisson_glm(x, y, cfg.ridge)
     load, diag = fd.fit_latent_covariance(y, np.exp(x @ coef.T), cfg.latent_rank)
@@ -401,7 +404,8 @@ def sample_fast_event(t: dict[str, np.ndarray], cfg: FastConfig, cond: np.ndarra
     thr = int(t["threshold_adu"][0])
     if cond is None:
         cond = fd.sample_conditions_learned(t["cond_log_mean"], t["cond_log_chol"], float(t["cond_inj_prob"][0]), rng)
-    x = fd.condition_features(np.asarray(cond, np.float64)[None], t["feat_mean"], t["feat_std"], t["feat_used"])[0]
+    x = fd.condition_features(np.asarray(cond, np.float64)[None], t["feat_mean"], t["feat_std"], t["feat_used"],
+                              cfg.quadratic_conditions)[0]
     n = fd.sample_counts(t["coef"] @ x, t["load"], t["diag"], rng)  # (40 K,)
     dim = np.repeat(np.arange(len(n), dtype=np.int64), n)  # (N,)
     N = len(dim)

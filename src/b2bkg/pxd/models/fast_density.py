@@ -7,7 +7,7 @@ fitted by moments.
 Cluster counts ``n[d]`` for ``D = 40 * K`` dimensions (sensor x cluster-size class) follow a
 Poisson-lognormal model whose log-mean is linear in standardized log-conditions::
 
-    x      = [1, (log c_k - mean_k) / std_k ..., injection - mean]            (F,)
+    x      = [1, (log c_k - mean_k) / std_k ..., injection - mean, (squares)]  (F,)
     eta_d  = coef[d] . x                                                    Poisson GLM (IRLS, ridge)
     lam_d  = exp(eta_d + (L z)_d + sqrt(diag_d) eps_d - (|L_d|^2 + diag_d) / 2),   z ~ N(0, I_r), eps ~ N(0, 1)
     n_d    ~ Poisson(lam_d)
@@ -65,13 +65,16 @@ def sample_conditions_learned(log_mean: np.ndarray, log_chol: np.ndarray, inj_pr
     return np.concatenate([c, [float(rng.random() < inj_prob)]])
 
 
-def condition_features(cond: np.ndarray, feat_mean: np.ndarray, feat_std: np.ndarray, feat_used: np.ndarray) -> np.ndarray:
-    """Regression features ``[1, standardized log c (5), injection - mean]`` of conditions (N, 6) -> (N, 7);
-    unused columns are 0."""
+def condition_features(cond: np.ndarray, feat_mean: np.ndarray, feat_std: np.ndarray, feat_used: np.ndarray,
+                       quadratic: bool = False) -> np.ndarray:
+    """Regression features of conditions (N, 6): ``[1, standardized log c (5), injection - mean]``
+    (N, 7), plus with ``quadratic`` the squares of the five standardized log-scales (N, 12): a sum
+    of sources with different power laws is not a single power law. Unused columns are 0."""
     cond = np.atleast_2d(np.asarray(cond, np.float64))
     f = np.concatenate([np.log(np.clip(cond[:, :5], 1e-6, None)), cond[:, 5:6]], axis=1)
     f = (f - feat_mean) / feat_std * feat_used
-    return np.concatenate([np.ones((len(f), 1)), f], axis=1)
+    parts = [np.ones((len(f), 1)), f] + ([f[:, :5] ** 2] if quadratic else [])
+    return np.concatenate(parts, axis=1)
 
 
 def fit_poisson_glm(x: np.ndarray, y: np.ndarray, ridge: float = 1e-2, iters: int = 25) -> np.ndarray:
