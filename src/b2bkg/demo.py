@@ -19,12 +19,16 @@ from pathlib import Path
 
 import click
 
-__all__ = ["DemoContext", "run_demo", "STEPS", "DemoSizes"]
+__all__ = ["DemoContext", "run_demo", "run_reproduce", "STEPS", "DemoSizes", "REPRODUCE"]
 
 
 @dataclass(frozen=True)
 class DemoSizes:
-    """Event counts and training lengths of the demo (small enough for 2 CPU cores)."""
+    """Event counts, models and training overrides of one end-to-end run.
+
+    The defaults are the demo's (small enough for 2 CPU cores in ~10 minutes); :data:`REPRODUCE`
+    holds the README's sample sizes and every model.
+    """
 
     pxd_train: int = 200
     pxd_test: int = 100
@@ -33,6 +37,19 @@ class DemoSizes:
     smc_train: int = 20000
     smc_test: int = 10000
     validate_events: int = 60
+    pxd_models: tuple[str, ...] = ("pxd-null", "pxd-fast")
+    ecl_models: tuple[str, ...] = ("ecl-cov", "ecl-ae", "ecl-gan")
+    overrides: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def overrides_for(self, model: str) -> list[str]:
+        return [o for m, ov in self.overrides if m == model for o in ov]
+
+
+#: README sample sizes: every table in the README is produced by ``b2bkg reproduce`` with these.
+REPRODUCE = DemoSizes(
+    pxd_train=1000, pxd_test=500, ecl_train=300, ecl_test=200, smc_train=100000, smc_test=60000, validate_events=150,
+    pxd_models=("pxd-null", "pxd-fast", "pxd-wgan", "pxd-event-gan", "pxd-iea-gan", "pxd-diffusion"),
+)
 
 
 @dataclass
@@ -59,7 +76,7 @@ def _family_available(name: str) -> bool:
     return name in known_families()
 
 
-def _train_generate_evaluate(ctx: DemoContext, model: str, pillar: str, n_events: int, overrides=()) -> None:
+def _train_generate_evaluate(ctx: DemoContext, model: str, pillar: str, n_events: int) -> None:
     from b2bkg.evaluate import evaluate_files
     from b2bkg.generate import generate
     from b2bkg.training import train
@@ -69,7 +86,7 @@ def _train_generate_evaluate(ctx: DemoContext, model: str, pillar: str, n_events
         click.echo(f"   {model}: skipped (family not available)")
         return
     run = ctx.path("runs", model)
-    train(model, ctx.data(f"{pillar}_train.h5"), run, config="small", overrides=list(overrides), val=ctx.data(f"{pillar}_test.h5"),
+    train(model, ctx.data(f"{pillar}_train.h5"), run, config="small", overrides=ctx.sizes.overrides_for(model), val=ctx.data(f"{pillar}_test.h5"),
           seed=ctx.seed, command="b2bkg demo")
     gen = ctx.data(f"{model}_generated.h5")
     generate(run, n_events, ctx.seed + 7, gen, command="b2bkg demo")
@@ -114,7 +131,7 @@ def step_pxd_calibration(ctx: DemoContext) -> None:
 
 def step_pxd_models(ctx: DemoContext) -> None:
     """Train pxd-null and pxd-fast (small), generate, evaluate against held-out truth."""
-    for model in ("pxd-null", "pxd-fast"):
+    for model in ctx.sizes.pxd_models:
         _train_generate_evaluate(ctx, model, "pxd", ctx.sizes.pxd_test)
 
 
@@ -142,7 +159,7 @@ def step_ecl_truth(ctx: DemoContext) -> None:
 
 def step_ecl_models(ctx: DemoContext) -> None:
     """Train ecl-cov, ecl-ae and ecl-gan (small), generate, evaluate (KS2 vs floor)."""
-    for model in ("ecl-cov", "ecl-ae", "ecl-gan"):
+    for model in ctx.sizes.ecl_models:
         _train_generate_evaluate(ctx, model, "ecl", ctx.sizes.ecl_test)
 
 
@@ -206,3 +223,8 @@ def run_demo(out, seed: int = 1, *, steps=None, sizes: DemoSizes | None = None) 
     (ctx.out / "timings.json").write_text(json.dumps({"timings_s": ctx.timings, "skipped": ctx.skipped}, indent=2))
     click.echo(f"demo finished in {ctx.timings['total']:.0f} s: {ctx.out / 'report.html'}")
     return ctx
+
+
+def run_reproduce(out, seed: int = 1) -> DemoContext:
+    """Every README table at its stated sample size (see :data:`REPRODUCE`); long on 2 CPU cores."""
+    return run_demo(out, seed, sizes=REPRODUCE)

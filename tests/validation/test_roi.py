@@ -26,6 +26,9 @@ def test_in_roi_bounds_inclusive_and_per_event_sensor():
     f = filter_digits(d, r)
     assert f.offsets.tolist() == [0, 0, 2] and f.ucell.tolist() == [10, 20]
     assert r.covered_pixels().tolist() == [1, 11 * 11]
+    two = Rois(1, event=[0, 0, 0], sensor=[5, 5, 6], umin=[10, 15, 10], umax=[20, 25, 20], vmin=[100, 105, 100],
+               vmax=[110, 115, 110])
+    assert two.covered_pixels().tolist() == [3 * 121 - 36]  # the overlap of the first two counts once
 
 
 def test_roi_width_follows_the_basf2_formula():
