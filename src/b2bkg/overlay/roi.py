@@ -337,8 +337,9 @@ def sample_fast_roi(t: dict[str, np.ndarray], cfg, cond: np.ndarray | None, rng:
     """One ``pxd-fast`` event generated only inside the ROIs ``roi`` (see module docstring).
 
     Stages (a)-(c) up to the cluster shapes follow :func:`b2bkg.pxd.models.fast.sample_fast_event`
-    draw for draw; then clusters whose box misses every ROI are dropped before their pixels are
-    built.
+    draw for draw (a copy of its code: ``tests/validation/test_roi.py`` checks that with ROIs
+    covering every sensor both give identical events, so a change of the sampler shows up there);
+    then clusters whose box misses every ROI are dropped before their pixels are built.
 
     Args:
         t, cfg: the model's tables and config (:meth:`FastPxdModel.tables`, ``FastConfig``).
@@ -357,7 +358,8 @@ def sample_fast_roi(t: dict[str, np.ndarray], cfg, cond: np.ndarray | None, rng:
     thr = int(t["threshold_adu"][0])
     if cond is None:
         cond = fd.sample_conditions_learned(t["cond_log_mean"], t["cond_log_chol"], float(t["cond_inj_prob"][0]), rng)
-    x = fd.condition_features(np.asarray(cond, np.float64)[None], t["feat_mean"], t["feat_std"], t["feat_used"])[0]
+    x = fd.condition_features(np.asarray(cond, np.float64)[None], t["feat_mean"], t["feat_std"], t["feat_used"],
+                              bool(getattr(cfg, "quadratic_conditions", False)))[0]
     n = fd.sample_counts(t["coef"] @ x, t["load"], t["diag"], rng)  # (40 K,)
     dim = np.repeat(np.arange(len(n), dtype=np.int64), n)
     N = len(dim)

@@ -12,7 +12,12 @@ Generator (one event latent ``z`` in R^latent_dim -> 40 images)::
     shared backbone over the B*40 sensor images, each block:
         2x nearest upsampling, concat ``noise_channels`` N(0,1) maps, Conv3x3, conditional BatchNorm
         (gain/bias from a learned embedding of the sensor: the "sensor channels"), ReLU
-    concat noise maps, Conv1x1 -> fr*fc channels, tanh     (B, 40, fr*fc, R, C) in [-1, 1]
+    concat noise maps, Conv1x1 -> fr*fc channels, + event shift, tanh     (B, 40, fr*fc, R, C) in [-1, 1]
+
+The *event shift* ``Linear(z)`` (one number per event, zero-initialized) is added to the pre-tanh
+output of all 40 sensors: a direct path for what moves every sensor together in the data (the beam
+conditions scale all background sources of an event at once, the origin of the sensor-occupancy
+correlations), which the conv trunk would otherwise have to discover.
 
 The noise maps give each pixel its own randomness (hit positions are random; a 64-dimensional z
 cannot place ~70 000 hits). Output channels are the ``grid_factor`` space-to-depth cells
@@ -170,12 +175,16 @@ class NoisyUpTrunk(nn.Module):
             shapes.append((self.noise_channels, h, w))
         return shapes + [(self.noise_channels, h, w)]
 
-    def forward(self, h: torch.Tensor, cond: torch.Tensor, noise: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, cond: torch.Tensor, noise: list[torch.Tensor], shift: torch.Tensor | None = None) -> torch.Tensor:
+        """``shift``: optional (N,) offset added to the pre-tanh output of each image."""
         for conv, norm, nz in zip(self.convs, self.norms, noise):
             h = F.interpolate(h, scale_factor=2, mode="nearest")  # (N, C, 2h, 2w)
             h = F.relu(norm(conv(torch.cat([h, nz], 1) if self.noise_channels else h), cond))
         nz = noise[-1]
-        return torch.tanh(self.out(torch.cat([h, nz], 1) if self.noise_channels else h))
+        y = self.out(torch.cat([h, nz], 1) if self.noise_channels else h)  # (N, out_channels, R, C) pre-tanh
+        if shift is not None:
+            y = y + shift[:, None, None, None]
+        return torch.tanh(y)
 
 
 def split_noise(flat: torch.Tensor, shapes) -> list[torch.Tensor]:
@@ -221,6 +230,9 @@ class EventGenerator(nn.Module):
         self.to_sensors = nn.Linear(cfg.latent_dim, N_SENSORS * cfg.sensor_latent_dim)
         self.sensor_embedding = nn.Embedding(N_SENSORS, cfg.sensor_dim)
         self.dense = nn.Linear(cfg.sensor_latent_dim + cfg.sensor_dim, c0 * cfg.base_grid[0] * cfg.base_grid[1])
+        self.event_shift = nn.Linear(cfg.latent_dim, 1)  # (B,) pre-tanh offset shared by the 40 sensors
+        nn.init.zeros_(self.event_shift.weight)
+        nn.init.zeros_(self.event_shift.bias)
         self.trunk = NoisyUpTrunk(c0, cfg.channels, cfg.base_grid, cfg.noise_channels, cfg.sensor_dim, cfg.cell_channels,
                                   cfg.out_bias_init)
         self.register_buffer("sensors", torch.arange(N_SENSORS), persistent=False)
@@ -239,7 +251,8 @@ class EventGenerator(nn.Module):
         cond = self.sensor_embedding(self.sensors).repeat(b, 1)  # (B*40, sensor_dim)
         h = self.dense(torch.cat([per_sensor, cond], 1)).view(b * N_SENSORS, cfg.channels[0], *cfg.base_grid)  # (B*40, C0, h0, w0)
         nz = [n.reshape(b * N_SENSORS, *n.shape[2:]) for n in noise]
-        x = self.trunk(h, cond, nz)  # (B*40, fr*fc, R, C)
+        shift = self.event_shift(z).repeat_interleave(N_SENSORS)  # (B*40,)
+        x = self.trunk(h, cond, nz, shift)  # (B*40, fr*fc, R, C)
         return x.view(b, N_SENSORS, *x.shape[1:])
 
 

@@ -92,7 +92,7 @@ class FastConfig(TrainConfig):
     calib_iters: int = 3
     calib_events: int = 60
     calib_damping: float = 0.8
-    calib_occ_events: int = 200
+    calib_occ_events: int = 300
     chunk_events: int = 50
     max_train_events: int = 0
     generate_batch: int = 16
@@ -510,14 +510,27 @@ def _calibrate(tabs: dict, st: dict, cond: np.ndarray | None, cfg: FastConfig, s
         tabs.update(new)
         cr = np.where((gen_counts > 0) & (target_counts > 0), target_counts / np.maximum(gen_counts, 1e-12), 1.0)
         tabs["coef"][:, 0] += a * np.log(cr)
-    # occupancy: a larger sample (no clustering needed); global factor + per-sensor factors shrunk
-    # towards it by their statistical significance (James-Stein-like)
+    # occupancy: one generated event per training row (no clustering needed). The total occupancy
+    # ratio is regressed on the conditions features (what the cluster mix does with the conditions,
+    # e.g. more merging at high luminosity), then per-sensor factors on top, shrunk towards the
+    # common one by their statistical significance (James-Stein-like)
     n_occ = cfg.calib_occ_events
     rows = np.arange(n_occ) % n_train
     rngs = [event_rng(seed, "pxd-fast.calibrate.occ", i) for i in range(n_occ)]
-    d = _sample_digits(tabs, cfg, None if cond is None else cond[rows], rngs, hot_pixels=False)
+    c_rows = None if cond is None else cond[rows]
+    d = _sample_digits(tabs, cfg, c_rows, rngs, hot_pixels=False)
     occ_g = np.bincount(d.event_index() * N_SENSORS + d.sensor, minlength=n_occ * N_SENSORS).reshape(n_occ, -1).astype(np.float64)
-    occ_t = st["occ_ev"]
+    occ_t = st["occ_ev"][rows]
+    tot_g, tot_t = occ_g.sum(1), occ_t.sum(1)
+    okr = (tot_g > 0) & (tot_t > 0)
+    x_all = fd.condition_features(c_rows if c_rows is not None else np.ones((n_occ, 6)), tabs["feat_mean"], tabs["feat_std"],
+                                  tabs["feat_used"] if c_rows is not None else 0.0 * tabs["feat_used"], cfg.quadratic_conditions)
+    x, r = x_all[okr], np.log(tot_t[okr] / tot_g[okr])
+    pen = np.full(x.shape[1], cfg.ridge * len(r) * 10)
+    pen[0] = 0.0
+    delta = np.linalg.solve(x.T @ x + np.diag(pen) + 1e-9 * np.eye(x.shape[1]), x.T @ r)
+    tabs["coef"] += delta[None, :]
+    occ_g = occ_g * np.exp(x_all @ delta)[:, None]  # what the corrected model would give
     mg, mt = occ_g.mean(0), occ_t.mean(0)
     ok = (mg > 0) & (mt > 0)
     var = np.where(ok, occ_g.var(0) / n_occ / np.maximum(mg, 1e-12) ** 2 + occ_t.var(0) / len(occ_t) / np.maximum(mt, 1e-12) ** 2, 0.0)
@@ -526,7 +539,8 @@ def _calibrate(tabs: dict, st: dict, cond: np.ndarray | None, cfg: FastConfig, s
     shrink = np.clip(1.0 - var / np.maximum(diff**2, 1e-30), 0.0, 1.0)
     corr = d0 + shrink * diff
     tabs["coef"][:, 0] += np.repeat(corr, K)
-    out["occ_calib_bias_before"] = float(mg.sum() / mt.sum() - 1)
+    out["occ_calib_condition_slopes"] = float(np.abs(delta[1:]).sum())
+    out["occ_calib_bias_before"] = float(np.exp(-d0) - 1)
     out["occ_calib_sensor_err_before"] = float(np.mean(np.abs(mg[ok] / mt[ok] - 1)))
     out["occ_calib_mean_shrink"] = float(shrink.mean())
     return out
