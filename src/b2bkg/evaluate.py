@@ -38,7 +38,14 @@ def evaluate_files(truth, generated, out, *, truth2=None, seed: int = 0, max_eve
     g = _load(generated, group, max_events)
     t2 = _load(truth2, group, max_events) if truth2 else None
     Path(out).mkdir(parents=True, exist_ok=True)
-    metrics = fn(t, g, out, truth2=t2, seed=seed)
+    kw = {}
+    if group == "ecl":
+        # the ECL models generate the non-selected (noise) waveforms; the energetic ones a hybrid
+        # keeps from data are left out of the truth side of every comparison
+        from b2bkg.ecl.select import select_waveforms
+
+        kw["mask"] = select_waveforms(t.waveforms)
+    metrics = fn(t, g, out, truth2=t2, seed=seed, **kw)
     if group == "pxd":
         from b2bkg.pxd.evaluate import format_metrics
 

@@ -137,7 +137,7 @@ def evaluate_ecl(truth, generated, out_dir, *, truth2=None, seed: int = 0, mask:
         "n_events": {"truth": int(len(t)), "generated": int(len(g)), "truth2": int(len(t2)) if t2 is not None else None},
         "ks2": _summary(ks_model),
         "ks2_floor": _summary(ks_floor),
-        "event_level": event_level_checks(a, gg, seed=seed) if n >= 3 else None,
+        "event_level": event_level_checks(a, gg, seed=seed, truth_mask=ma) if n >= 3 else None,
         "pedestal": pedestal_check(a, gg),
         "mean_waveform_rms_diff_adu": float(np.sqrt(np.mean(((mt - mt.mean(1, keepdims=True)) - (mg - mg.mean(1, keepdims=True))) ** 2))),
         "masked_fraction": float(ma.mean()) if ma is not None else 0.0,

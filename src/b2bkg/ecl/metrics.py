@@ -240,7 +240,8 @@ def noise_power(waveforms: np.ndarray) -> np.ndarray:
     return w.var(axis=-1)
 
 
-def event_level_checks(truth: np.ndarray, generated: np.ndarray, *, n_pairs_crystals: int = 256, seed: int = 0) -> dict:
+def event_level_checks(truth: np.ndarray, generated: np.ndarray, *, n_pairs_crystals: int = 256, seed: int = 0,
+                       truth_mask: np.ndarray | None = None, generated_mask: np.ndarray | None = None) -> dict:
     """Per-event noise power and its correlation between crystals, truth vs generated.
 
     The per-waveform power ``P`` (:func:`noise_power`) has long tails (pulses); the event-level
@@ -249,6 +250,8 @@ def event_level_checks(truth: np.ndarray, generated: np.ndarray, *, n_pairs_crys
     Args:
         truth, generated: (n_events, 8736, 31) ADC (may have different n_events; >= 3 each for
             the correlations).
+        truth_mask, generated_mask: optional bool (n_events, 8736): waveforms to leave out (the
+            selected, energetic ones that a hybrid keeps from data); their power counts as missing.
     Returns:
         dict with, per sample: ``n_events``; ``summed_power_mean_adu2`` and ``summed_power_rel_sd``
         (per-event sum of P over crystals); ``median_power_mean_adu2`` and
@@ -262,11 +265,13 @@ def event_level_checks(truth: np.ndarray, generated: np.ndarray, *, n_pairs_crys
     crys = np.sort(rng.choice(N_CRYSTALS, size=min(n_pairs_crystals, N_CRYSTALS), replace=False))
     out = {}
     sums, meds = {}, {}
-    for name, w in (("truth", truth), ("generated", generated)):
+    for name, w, m in (("truth", truth, truth_mask), ("generated", generated, generated_mask)):
         w = np.asarray(w)
         p = np.stack([noise_power(w[i]) for i in range(len(w))])  # (n_events, 8736); loop over events
+        if m is not None:
+            p = np.where(np.asarray(m, bool)[: len(p)], np.nan, p)
         lp = np.log(np.maximum(p, 1e-3))
-        s, med = p.sum(axis=1), np.median(p, axis=1)
+        s, med = np.nansum(p, axis=1) * (p.shape[1] / np.maximum(np.isfinite(p).sum(axis=1), 1)), np.nanmedian(p, axis=1)
         sums[name], meds[name] = s, med
         entry = {
             "n_events": int(len(w)),
@@ -276,10 +281,11 @@ def event_level_checks(truth: np.ndarray, generated: np.ndarray, *, n_pairs_crys
             "median_power_rel_sd": float(med.std() / med.mean()),
         }
         if len(w) >= 3:
-            c = np.corrcoef(lp[:, crys].T)
+            lpc = np.where(np.isfinite(lp), lp, np.nanmean(lp, axis=0, keepdims=True))  # impute masked crystals
+            c = np.corrcoef(lpc[:, crys].T)
             iu = np.triu_indices(len(crys), 1)
             entry["pair_corr"] = float(np.nanmean(c[iu]))
-            entry["coherence"] = float(lp.sum(axis=1).var() / lp.var(axis=0).sum())
+            entry["coherence"] = float(lpc.sum(axis=1).var() / lpc.var(axis=0).sum())
         out[name] = entry
     out["ks2_summed_power"] = float(ks2(sums["truth"], sums["generated"]))
     out["ks2_median_power"] = float(ks2(meds["truth"], meds["generated"]))
