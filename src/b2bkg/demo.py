@@ -136,12 +136,13 @@ def step_pxd_models(ctx: DemoContext) -> None:
 
 
 def step_validation(ctx: DemoContext) -> None:
-    """Impact-parameter pulls with no / true / generated (pxd-fast) PXD background."""
+    """Pulls, vertices, ECL clusters with no / true / generated (pxd-fast, ecl-gan) background."""
     from b2bkg.validation.run import validate
 
-    run = ctx.path("runs", "pxd-fast")
+    pxd_run, ecl_run = ctx.path("runs", "pxd-fast"), ctx.path("runs", "ecl-gan")
     res = validate(ctx.path("validation"), events=ctx.sizes.validate_events, seed=ctx.seed,
-                   pxd_model=run if (run / "config.yaml").exists() else None, command="b2bkg demo")
+                   pxd_model=pxd_run if (pxd_run / "config.yaml").exists() else None,
+                   ecl_model=ecl_run if (ecl_run / "config.yaml").exists() else None, command="b2bkg demo")
     ctx.report_inputs.append(ctx.path("validation"))
     checks = res.get("checks", {})
     click.echo(f"   validation checks: {json.dumps(checks, default=str)[:300]}")
@@ -200,9 +201,9 @@ STEPS = [
     ("PXD truth simulation", step_pxd_truth),
     ("PXD calibration vs Geant4 reference", step_pxd_calibration),
     ("PXD models: null and fast generator", step_pxd_models),
-    ("Physics validation: impact-parameter pulls", step_validation),
     ("ECL truth simulation", step_ecl_truth),
     ("ECL models: covariance, autoencoder, GAN", step_ecl_models),
+    ("Physics validation: tracks, vertices, ECL clusters, ROI", step_validation),
     ("Selective MC: events, skim network, filter", step_smc),
     ("HTML report", step_report),
 ]

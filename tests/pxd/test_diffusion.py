@@ -243,8 +243,9 @@ def test_family_trains_and_generates(train_file, tmp_path):
 def test_pixel_mode_and_ddpm_sampler(train_file):
     """Full-resolution pixel mode (the paper representation) with the DDPM sampler, tiny network."""
     fam = get_family("pxd-diffusion")
-    cfg = resolve_config(fam, "paper", [f"{k}={v}" for k, v in TINY.items()] + ["sampler=ddpm", "num_train_timesteps=3",
-                                                                                   "res_blocks=1", "cond_dropout=0.5"])
+    over = {**TINY, "base_channels": 4, "channel_mults": [1], "emb_dim": 8, "res_blocks": 1, "sampler": "ddpm",
+            "num_train_timesteps": 2, "sampler_steps": 1, "cond_dropout": 0.5}
+    cfg = resolve_config(fam, "paper", [f"{k}={v}" for k, v in over.items()])
     torch.manual_seed(0)
     modules = fam.build(cfg)
     data = fam.make_data(cfg, train_file, seed=0)

@@ -92,6 +92,3 @@ def test_overlay_cli(tmp_path, capsys):
     _, _, sp, bp = _files(tmp_path, 3, 3)
     main(["--quiet", "overlay", "--signal", str(sp), "--background", str(bp), "--out", str(tmp_path / "o.h5")])
     assert "3 events" in capsys.readouterr().out
-    with pytest.raises(SystemExit) as e:
-        main(["--quiet", "overlay", "--signal", str(sp), "--background", str(bp), "--out", str(tmp_path / "o.h5"), "--roi"])
-    assert e.value.code == 2

@@ -49,17 +49,17 @@ def test_roi_width_follows_the_basf2_formula():
 
 @pytest.fixture(scope="module")
 def signal():
-    return simulate_signal(4, seed=2, config=TrackingConfig(), tracks_per_event=20)
+    return simulate_signal(3, seed=2, config=TrackingConfig(), tracks_per_event=25)
 
 
 def test_rois_from_tracks_contain_the_signal_and_pulls_unchanged(signal):
     from b2bkg.pxd.simulate import iter_pxd_chunks
 
     rois = rois_from_tracks(signal)
-    assert rois.n_events == 4 and rois.n_rois >= 2 * signal.n_tracks * 0.9
+    assert rois.n_events == 3 and rois.n_rois >= 2 * signal.n_tracks * 0.9
     assert in_roi(signal.digits, rois).mean() > 0.9
     assert 0.002 < rois.area_fraction() < 0.05
-    bkg = PxdDigits.concat([d for d, _ in iter_pxd_chunks(4, 5)])
+    bkg = PxdDigits.concat([d for d, _ in iter_pxd_chunks(3, 5)])
     small = filter_digits(bkg, rois)
     assert small.n_hits < 0.1 * bkg.n_hits
     full, roi = reconstruct(signal, bkg), reconstruct(signal, small)
@@ -77,6 +77,12 @@ def fast_run(tmp_path_factory):
     simulate_pxd(3, 11, tmp / "train.h5")
     train("pxd-fast", tmp / "train.h5", tmp / "run", config="small", overrides=FAST_SET, seed=3)
     return tmp / "run"
+
+
+@pytest.fixture(scope="module")
+def train_conditions(fast_run):
+    """The 3 training events' conditions: a model fitted on 3 events must not extrapolate."""
+    return str(fast_run.parent / "train.h5")
 
 
 def test_roi_sampling_over_the_whole_pxd_is_the_full_sampler(fast_run):
@@ -100,20 +106,22 @@ def test_roi_sampling_over_the_whole_pxd_is_the_full_sampler(fast_run):
     assert counts["clusters_built"] == counts["clusters"] > 0
 
 
-def test_roi_sampling_matches_full_events_inside_the_rois(fast_run, signal):
+def test_roi_sampling_matches_full_events_inside_the_rois(fast_run, signal, train_conditions):
     from b2bkg.overlay.background import ModelBackground
 
-    n = 4
+    n = 3
     rois = rois_from_tracks(signal)
-    mb = ModelBackground(fast_run, seed=7)
+    mb = ModelBackground(fast_run, seed=7, conditions=train_conditions)
     rb = RoiBackground(mb, rois)
     assert rb.mode == "roi-sampling"
-    sampled = PxdDigits.concat([rb.read(a, a + 2) for a in (0, 2)])
+    sampled = PxdDigits.concat([rb.read(0, 2), rb.read(2, 3)])
     assert in_roi(sampled, rois).all()
     assert rb.counts["clusters_built"] < 0.2 * rb.counts["clusters"]
     # full events of many seeds, filtered: the same mean number of hits inside the ROIs
-    filt = [filter_digits(ModelBackground(fast_run, seed=s).read("pxd", 0, n), rois).n_hits for s in range(8, 14)]
-    roi_s = [RoiBackground(ModelBackground(fast_run, seed=s), rois).read(0, n).n_hits for s in range(20, 26)]
+    filt = [filter_digits(ModelBackground(fast_run, seed=s, conditions=train_conditions).read("pxd", 0, n), rois).n_hits
+            for s in range(8, 14)]
+    roi_s = [RoiBackground(ModelBackground(fast_run, seed=s, conditions=train_conditions), rois).read(0, n).n_hits
+             for s in range(20, 26)]
     a, b = np.mean(filt), np.mean(roi_s)
     err = np.hypot(np.std(filt, ddof=1), np.std(roi_s, ddof=1)) / np.sqrt(6)
     assert abs(a - b) < 4 * err + 0.05 * a
@@ -121,14 +129,14 @@ def test_roi_sampling_matches_full_events_inside_the_rois(fast_run, signal):
     assert RoiBackground(object(), rois).mode == "post-filter"
 
 
-def test_overlay_files_roi(tmp_path, fast_run, signal):
+def test_overlay_files_roi(tmp_path, fast_run, signal, train_conditions):
     from b2bkg.cli.main import main
-    from b2bkg.io import FileWriter, open_file
+    from b2bkg.io import Conditions, FileWriter, open_file, read_conditions
     from b2bkg.overlay import overlay_files
 
     sp = tmp_path / "sig.h5"
     with FileWriter(sp, seed=1) as w:
-        w.append(pxd=signal.digits)
+        w.append(pxd=signal.digits, conditions=Conditions(*read_conditions(train_conditions)))
     res = overlay_files(sp, fast_run, tmp_path / "o.h5", seed=2, roi=True)
     assert any("ROIs from signal-clusters" in s for s in res.notes) and any("ROI sampling built" in s for s in res.notes)
     rois = rois_from_digits(signal.digits)

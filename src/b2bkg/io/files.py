@@ -147,7 +147,8 @@ class DataFile:
         return group in self.groups
 
     def _range(self, start, stop):
-        stop = self.n_events if stop is None else stop
+        """Event range; ``stop`` past the end is clamped (slice semantics), a bad ``start`` raises."""
+        stop = self.n_events if stop is None else min(int(stop), self.n_events)
         if not (0 <= start <= stop <= self.n_events):
             raise SchemaError(str(self.path), None, f"event range {start}:{stop} outside 0:{self.n_events}")
         return int(start), int(stop)

@@ -54,11 +54,13 @@ PILLARS: dict[str, str] = {
     "pxd": "PXD background",
     "ecl": "ECL background",
     "smc": "Selective MC",
+    "validation": "Physics validation (overlay onto signal)",
     "bench": "Benchmarks",
     "other": "Other",
 }
 _PILLAR_ALIASES = {"selmc": "smc", "selective-mc": "smc"}
 _RUN_FILES = ("log.csv", "val.csv", "meta.json")
+_METRICS_FILES = ("metrics.json", "validation.json")  # evaluation folders / validate folders
 _SKIP_METRIC_KEYS = {"plots", "schema", "pillar"}
 _MAX_INLINE_LIST = 8
 _MAX_LOG_POINTS = 5000
@@ -113,7 +115,7 @@ def _is_bench(data: dict | None) -> bool:
 
 
 def _is_input_folder(p: Path) -> bool:
-    return (p / "metrics.json").is_file() or (p / "config.yaml").is_file() or any((p / f).is_file() for f in _RUN_FILES)
+    return any((p / f).is_file() for f in _METRICS_FILES) or (p / "config.yaml").is_file() or any((p / f).is_file() for f in _RUN_FILES)
 
 
 def _model_name(*dicts) -> str | None:
@@ -154,8 +156,12 @@ def _load_entry(path: Path) -> Entry:
                               "pass evaluation or run folders, or benchmarks/run.py --out files")
         e.bench, e.pillar = data, "bench"
         return e
-    if (path / "metrics.json").is_file():
-        e.metrics = _read_json(path / "metrics.json", e.problems)
+    for name in _METRICS_FILES:
+        if (path / name).is_file():
+            e.metrics = _read_json(path / name, e.problems)
+            if name == "validation.json" and isinstance(e.metrics, dict):
+                e.metrics.setdefault("pillar", "validation")
+            break
     if (path / "config.yaml").is_file():
         e.config = _read_yaml(path / "config.yaml", e.problems)
     if (path / "meta.json").is_file():
@@ -176,7 +182,7 @@ def discover(paths: list[str | Path]) -> list[Entry]:
         if p.is_file() or _is_input_folder(p):
             found.append(p)
             continue
-        sub = sorted({q.parent for name in ("metrics.json", "config.yaml", *_RUN_FILES) for q in p.rglob(name)
+        sub = sorted({q.parent for name in (*_METRICS_FILES, "config.yaml", *_RUN_FILES) for q in p.rglob(name)
                       if "checkpoint" not in q.relative_to(p).parts})
         if not sub:
             raise ConfigError(f"report: {p}: holds no evaluation folder (metrics.json) or run folder (config.yaml, log.csv)")

@@ -29,6 +29,8 @@ What a family provides (subclass :class:`Family`, decorate with :func:`register`
                     sample vs the held-out data (keep it small: ``cfg.val_events``). Modules are in
                     eval mode with EMA weights swapped in. ``cfg.val_metric``/``cfg.val_mode`` pick the
                     metric for the best checkpoint.
+``prepare``         optional ``(cfg, modules, data)``: data-dependent buffers (normalisations) set
+                    once before training; a resumed checkpoint overrides them.
 ``fit``             fit-only families (covariance sampler, null model): ``(cfg, modules, data, seed)
                     -> dict[str, float]`` fills the modules' buffers once; no optimizer, same run
                     folder. A buffer whose shape depends on the data may be registered empty: loading
@@ -203,6 +205,10 @@ class Family:
     def is_fit(self) -> bool:
         """True if training is a single :meth:`fit` (no optimizer loop)."""
         return type(self).fit is not Family.fit
+
+    def prepare(self, cfg, modules, data) -> None:
+        """Optional: set data-dependent buffers (normalisations fitted on the training data) once,
+        after ``make_data`` and before a resumed checkpoint is loaded (which then overrides them)."""
 
     def fit(self, cfg, modules, data, seed: int) -> dict[str, float]:
         """Fit-only families: fill the modules' buffers from ``data``; returns summary numbers."""

@@ -305,6 +305,7 @@ class Trainer:
         val_data = self.family.load_val(self.cfg, self.val_path) if (self.val_path is not None and self.main) else None
         if self.family.is_fit:
             return self._run_fit(data, val_data)
+        self.family.prepare(self.cfg, self.modules, data)
         if not self.optimizers:
             raise ModelError(f"model {self.family.name}: optimizers() returned none and the family has no fit()")
         # per-rank training noise (latents, dropout)

@@ -72,6 +72,8 @@ class IeaGanConfig(PxdImageGanConfig):
         base_grid, channels, noise_channels: generator trunk as in ``pxd-event-gan``.
         critic_channels: discriminator's per-sensor encoder.
         n_dis: discriminator updates per generator update.
+        d_lr_factor: discriminator lr = ``lr * d_lr_factor`` (BigGAN: 4).
+        d_spectral_norm: spectral normalization of every discriminator layer (BigGAN / IEA-GAN: on).
         lambda_intra, tau: weight and temperature of the intra-event Gram-matrix KL.
         lambda_unif: weight of the uniformity loss.
     """
@@ -93,6 +95,8 @@ class IeaGanConfig(PxdImageGanConfig):
     critic_channels: tuple[int, ...] = (8, 16, 32)
     leaky_slope: float = 0.2
     n_dis: int = 2
+    d_lr_factor: float = 1.0
+    d_spectral_norm: bool = True
     lambda_intra: float = 1.0
     tau: float = 0.1
     lambda_unif: float = 0.1
@@ -106,6 +110,7 @@ class IeaGanConfig(PxdImageGanConfig):
             raise ConfigError(f"heads: {self.heads} must divide embed_dim {self.embed_dim}")
         check_range("noise_channels", self.noise_channels, 0, 256)
         check_range("n_dis", self.n_dis, 1, 100)
+        check_range("d_lr_factor", self.d_lr_factor, 0.0, 100.0)
         check_range("lambda_intra", self.lambda_intra, 0.0, None)
         check_range("tau", self.tau, 1e-4, 100.0)
         check_range("lambda_unif", self.lambda_unif, 0.0, None)
@@ -149,17 +154,18 @@ class IeaGenerator(nn.Module):
 
 
 class IeaDiscriminator(nn.Module):
-    """Projection discriminator with spectral normalization.
+    """Projection discriminator (spectral normalization of every layer if ``cfg.d_spectral_norm``).
 
     ``forward(x)``: (B, 40, fr*fc, R, C) -> (scores (B, 40), embeddings (B, 40, 2F)).
     """
 
     def __init__(self, cfg: IeaGanConfig):
         super().__init__()
-        self.encoder = SensorEncoder(cfg.cell_channels, cfg.critic_channels, cfg.leaky_slope, sn=True)
+        sn = nn.utils.parametrizations.spectral_norm if cfg.d_spectral_norm else (lambda m: m)
+        self.encoder = SensorEncoder(cfg.cell_channels, cfg.critic_channels, cfg.leaky_slope, sn=cfg.d_spectral_norm)
         d = self.encoder.out_dim
-        self.linear = nn.utils.parametrizations.spectral_norm(nn.Linear(d, 1))
-        self.embedding = nn.utils.parametrizations.spectral_norm(nn.Embedding(N_SENSORS, d))
+        self.linear = sn(nn.Linear(d, 1))
+        self.embedding = sn(nn.Embedding(N_SENSORS, d))
         self.register_buffer("sensors", torch.arange(N_SENSORS), persistent=False)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -210,7 +216,8 @@ class PxdIeaGan(Family):
         return {"generator": IeaGenerator(cfg), "discriminator": IeaDiscriminator(cfg)}
 
     def optimizers(self, cfg, modules):
-        return {k: torch.optim.Adam(m.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2)) for k, m in modules.items()}
+        lr = {"generator": cfg.lr, "discriminator": cfg.lr * cfg.d_lr_factor}
+        return {k: torch.optim.Adam(m.parameters(), lr=lr[k], betas=(cfg.beta1, cfg.beta2)) for k, m in modules.items()}
 
     def make_data(self, cfg, path, seed, rank=0, world_size=1):
         return EventImageBatches(load_digits(path, cfg.max_train_events), cfg.batch_size, seed, cfg.grid_factor, rank, world_size)
