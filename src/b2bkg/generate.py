@@ -113,7 +113,7 @@ def generate(run_dir, n_events: int, seed: int, out, conditions=None, device="cp
     if bs < 1:
         raise ConfigError(f"--batch-size: {batch_size} must be >= 1")
     cond_src = None
-    if fam.conditioned:
+    if fam.conditioned and (conditions is not None or not fam.learned_conditions):
         from b2bkg.core.conditions import resolve_conditions
 
         cond_src = resolve_conditions(conditions)

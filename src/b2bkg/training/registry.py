@@ -44,6 +44,8 @@ What a family provides (subclass :class:`Family`, decorate with :func:`register`
 ``outputs``         file groups ``sample`` writes, e.g. ``("pxd",)``.
 ``cannot_generate`` ``None``, or a one-line reason (e.g. the cluster GAN makes clusters, not events).
 ``conditioned``     True if ``sample`` uses per-event beam ``conditions`` (``generate --conditions``).
+``learned_conditions`` True if a conditioned family samples conditions from its own learned
+                    density when ``generate`` gets no ``--conditions`` (``sample(conditions=None)``).
 ``supports_keep``   True if ``sample`` takes ``keep`` (events read from ``generate --keep-from``).
 ``generate_batch_size`` default events per ``sample`` call.
 ``output_suffix``   suffix of the files a family with its own writer produces (default: contract ``.h5``).
@@ -174,6 +176,7 @@ class Family:
     cannot_generate: str | None = None
     conditioned: bool = False
     supports_keep: bool = False
+    learned_conditions: bool = False  # conditioned family that draws its own conditions when none are given
     generate_batch_size: int = 256
     output_suffix: str | None = None  # file suffix when the family writes its own (non-contract) files
     description: str = ""

@@ -554,6 +554,7 @@ class FastPxd(Family):
     config_cls = FastConfig
     outputs = ("pxd",)
     conditioned = True
+    learned_conditions = True
     generate_batch_size = 16
     description = "sparse PXD generator: learned counts density, positions, cluster model, assembly"
 
