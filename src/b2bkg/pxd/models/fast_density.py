@@ -135,4 +135,6 @@ def sample_counts(eta: np.ndarray, load: np.ndarray, diag: np.ndarray, rng: np.r
     z = rng.standard_normal(load.shape[1])
     eps = rng.standard_normal(len(eta))
     lat = load @ z + np.sqrt(diag) * eps - 0.5 * ((load**2).sum(1) + diag)
-    return rng.poisson(np.exp(np.clip(eta + lat, -30, 20)))
+    # log-mean capped at log(2e5) (a sensor has 192 000 pixels): extrapolating the quadratic
+    # regression far outside the trained conditions must not ask for billions of clusters
+    return rng.poisson(np.exp(np.clip(eta + lat, -30, np.log(2e5))))
