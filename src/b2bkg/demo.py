@@ -166,28 +166,27 @@ def step_ecl_models(ctx: DemoContext) -> None:
 
 # -- Selective MC -----------------------------------------------------------------------------
 def step_smc(ctx: DemoContext) -> None:
-    """Generator-level events with skim labels, the skim network, filtering and speed-up."""
+    """Generator-level events with skim labels, the skim network, unbiased filtering, speed-up."""
     from b2bkg.selmc.simulate import simulate_smc
 
     s = ctx.sizes
     simulate_smc(s.smc_train, ctx.seed, ctx.data("smc_train.h5"), sample="mixed", command="b2bkg demo")
-    simulate_smc(s.smc_test, ctx.seed + 1000, ctx.data("smc_test.h5"), sample="mixed", oracle_repeats=4, command="b2bkg demo")
+    simulate_smc(s.smc_test, ctx.seed + 1000, ctx.data("smc_test.h5"), sample="mixed", oracle_repeats=8, command="b2bkg demo")
+    simulate_smc(s.smc_test, ctx.seed + 2000, ctx.data("smc_ref.h5"), sample="mixed", command="b2bkg demo")
     if not _family_available("smc-nn"):
         ctx.skipped["smc-nn"] = "model family not available"
         click.echo("   smc-nn: skipped (family not available)")
         return
+    from b2bkg.selmc.speedup import selmc_study
     from b2bkg.training import train
 
     run = ctx.path("runs", "smc-nn")
-    train("smc-nn", ctx.data("smc_train.h5"), run, config="small", val=ctx.data("smc_test.h5"), seed=ctx.seed, command="b2bkg demo")
-    ctx.report_inputs.append(run)
-    try:
-        from b2bkg.selmc.speedup import demo_evaluation
-    except ImportError:
-        return
+    train("smc-nn", ctx.data("smc_train.h5"), run, config="small", overrides=ctx.sizes.overrides_for("smc-nn"),
+          seed=ctx.seed, command="b2bkg demo")
     out = ctx.path("eval", "smc-nn")
-    demo_evaluation(run, ctx.data("smc_test.h5"), out, seed=ctx.seed)
-    ctx.report_inputs.append(out)
+    m = selmc_study(run, ctx.data("smc_test.h5"), ctx.data("smc_ref.h5"), out, seed=ctx.seed)
+    ctx.report_inputs += [out, run]
+    click.echo(f"   smc-nn: AUC {m.get('auc', float('nan')):.3f}" if isinstance(m.get("auc"), float) else "   smc-nn: study written")
 
 
 def step_report(ctx: DemoContext) -> None:
