@@ -5,6 +5,8 @@ PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 SEED   ?= 1
 DEMO   ?= demo
+# small CPU models: one thread per process avoids oversubscribing the 2 cores (numpy BLAS + torch)
+export OMP_NUM_THREADS ?= 1
 
 .PHONY: venv demo test test-all bench reproduce clean
 

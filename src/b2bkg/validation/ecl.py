@@ -586,7 +586,7 @@ def ecl_checks(section: dict) -> dict:
 
 def validate_ecl(out, *, events: int, seed: int = 1, ecl_model=None, device: str = "cpu",
                  config: EclValidationConfig | None = None, plots: bool = True, chunk: int = 10,
-                 command: str = "") -> dict:
+                 command: str = "", hybrid: bool = True) -> dict:
     """The ECL part of ``b2bkg validate``: writes ``out/signal_ecl.h5`` (and ``out/ecl.png``).
 
     Args:
@@ -596,6 +596,8 @@ def validate_ecl(out, *, events: int, seed: int = 1, ecl_model=None, device: str
             model's event ``i`` generated at those conditions.
         ecl_model: run folder of an ECL model (``ecl-gan``, ``ecl-ae``, ``ecl-cov``) for scenario
             (c); None: (c) is skipped.
+        hybrid: scenario (c) as in production (seed 004): the selected energetic waveforms of the
+            random-trigger event are kept and the model generates the others; False: fully generated.
     Returns:
         the ``ecl`` section of ``validation.json``: scenario -> numbers (:func:`summarize`), plus
         ``settings`` (and ``generated.model``).
@@ -639,13 +641,21 @@ def validate_ecl(out, *, events: int, seed: int = 1, ecl_model=None, device: str
             raise ModelError(f"--ecl-model {ecl_model}: model {mb.run.family.name} generates no ECL waveforms (outputs {list(mb.groups)})")
 
         def generated(a: int, b: int):
+            # the seed's production scheme (hybrid): the energetic waveforms selected in the
+            # random-trigger event (here: the truth background) are kept, the model generates the rest
             t = time.time()
             wf = mb.read("ecl", a, b)
+            if hybrid:
+                from b2bkg.ecl.select import hybrid as make_hybrid, select_waveforms
+
+                bg = next(iter_ecl_chunks(b - a, seed, start=a, chunk_size=b - a))[0]
+                wf = make_hybrid(bg, wf, select_waveforms(bg.waveforms))
             timing["generated_background_s"] = timing.get("generated_background_s", 0.0) + time.time() - t
             return wf
 
         backgrounds["generated"] = generated
-        model_info = {"model": mb.run.family.name, "run_dir": str(Path(ecl_model).resolve())}
+        model_info = {"model": mb.run.family.name, "run_dir": str(Path(ecl_model).resolve()),
+                      "hybrid": bool(hybrid), "note": "energetic waveforms kept from the truth event, the rest generated" if hybrid else "fully generated"}
     else:
         section["generated"] = {"skipped": "no --ecl-model given: scenario (c) needs an ECL model run folder"}
     t = time.time()
