@@ -136,3 +136,86 @@ def test_multi_output_roundtrip(tmp_path):
 def test_dynamo_exporter(tiny_run, tmp_path):
     r = export_onnx(tiny_run, tmp_path / "d.onnx", exporter="dynamo")
     assert r["exporter"] == "dynamo" and r["opset"] >= 18 and r["max_abs_diff"] < 1e-5
+
+
+# ---- every family: train tiny, export, onnxruntime == PyTorch ------------------------------
+FAMILY_CASES = ["smc-nn", "smc-nn/transformer", "ecl-gan", "ecl-cov", "ecl-ae",
+                pytest.param("pxd-wgan", marks=pytest.mark.slow),  # full-resolution images: ~17 s
+                "pxd-event-gan", "pxd-iea-gan", "pxd-diffusion"]
+
+
+def _registered(key):
+    from b2bkg.training.registry import known_families
+
+    if key.split("/")[0] not in known_families():
+        pytest.skip(f"{key} is not registered")
+
+
+@pytest.mark.parametrize("key", FAMILY_CASES)
+def test_family_export_matches_pytorch(key, tmp_path, request):
+    """Export the family's sampling (or skim) network; the onnxruntime path gives PyTorch's output."""
+    from b2bkg.campaign.export_hooks import diffusion_images_onnx, onnx_generate, smc_predict_onnx
+
+    _registered(key)
+    train_tiny = request.getfixturevalue("train_tiny_fn")
+    run_dir = train_tiny(key, tmp_path)
+    r = export_onnx(run_dir, tmp_path / "m.onnx", exporter="legacy")
+    run = load_run(run_dir)
+    s = OnnxSampler(r["path"], threads=1)
+    assert s.meta["model"] == run.family.name and r["opset"] == 17
+    cpu = torch.device("cpu")
+    events = np.array([4, 0, 1000003])
+    if key.startswith("smc-nn"):
+        from b2bkg.selmc.models.family import predict
+        from b2bkg.selmc.simulate import iter_smc_chunks
+
+        ev = next(iter_smc_chunks(20, 5, sample="mixed", chunk_size=20))
+        ref = predict(run.modules["net"], run.cfg, ev, batch_size=7)
+        got = smc_predict_onnx(s, ev, batch_size=9)  # other batches: other padded lengths L, T
+        assert got.shape == ref.shape == (20, len(run.cfg.skims))
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+    elif key == "pxd-diffusion":
+        from b2bkg.pxd.models.diffusion import sample_images
+
+        with torch.no_grad():
+            ref = sample_images(run.modules["denoiser"], run.cfg, events[:2], 7, cpu)
+        got = diffusion_images_onnx(s, run.cfg, events[:2], 7)
+        assert got.shape == ref.shape
+        np.testing.assert_allclose(got.numpy(), ref.numpy(), rtol=1e-3, atol=1e-4)
+    elif key.startswith("ecl-"):
+        ev = events[:2]
+        with torch.no_grad():
+            ref = run.family.sample_events(run.modules, run.cfg, ev, 7, cpu).numpy()  # float ADC
+        got = s.sample(ev, 7)["waveforms"]
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=2e-3)
+        w_ref = run.family.sample(run.modules, run.cfg, ev, 7, cpu)["ecl"].waveforms
+        w_got = onnx_generate(s, ev, 7)["ecl"].waveforms
+        assert w_got.shape == w_ref.shape and np.abs(w_got - w_ref).max() <= 1  # rounding at .5 may flip
+        assert (w_got == w_ref).mean() > 0.999
+    else:  # PXD image GANs: same latents -> same images -> same digits
+        with torch.no_grad():
+            ref = run.family.sample(run.modules, run.cfg, events, 7, cpu)["pxd"]
+        got = onnx_generate(s, events, 7)["pxd"]
+        np.testing.assert_array_equal(got.offsets, ref.offsets)
+        for f in ("sensor", "ucell", "vcell"):
+            np.testing.assert_array_equal(getattr(got, f), getattr(ref, f))
+        np.testing.assert_allclose(got.charge, ref.charge, atol=1)
+        a, b = s.sample(np.arange(2), 1)["images"], s.sample(np.arange(2), 2)["images"]
+        assert np.abs(a - b).max() > 1e-4  # the latents matter
+
+
+@pytest.mark.parametrize("key", ["pxd-null", "pxd-fast"])
+def test_table_samplers_have_no_network(key, tmp_path):
+    from b2bkg.campaign.export_hooks import EXPORT_HOOKS
+
+    _registered(key)
+    with pytest.raises(ModelError, match="no network"):
+        EXPORT_HOOKS[key]({}, None)
+    if key == "pxd-null":  # through the whole path, on a fitted run folder
+        from b2bkg.training import train
+
+        from b2bkg.pxd.simulate import simulate_pxd
+
+        run = train(key, simulate_pxd(2, 1, tmp_path / "d.h5"), tmp_path / "run", seed=0)
+        with pytest.raises(ModelError, match="pxd-null: a numpy table sampler with no network"):
+            export_onnx(run, tmp_path / "x.onnx")

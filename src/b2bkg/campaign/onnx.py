@@ -6,7 +6,10 @@ that turns random inputs into a model's output (a GAN generator, a skim classifi
 number of threads and, for latent inputs, draws them per event exactly as the PyTorch sampler
 does, so the two agree within float tolerance.
 
-What is exported is chosen by an optional **family hook**::
+What is exported is chosen, in this order, by :data:`b2bkg.campaign.export_hooks.EXPORT_HOOKS`
+(the wrappers of every project family: ECL, PXD GANs, the diffusion denoiser step, the skim
+network; they return an :class:`ExportSpec`, which also carries multi-draw latent order, extra
+dynamic axes, metadata and a fixed batch size), by an optional **family hook**::
 
     def export_module(self, modules, cfg):
         # -> (module, example_inputs, input_names, output_names[, latents])
@@ -65,6 +68,17 @@ class ExportSpec:
     input_names: list[str]
     output_names: list[str]
     latents: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    #: per-event draws in stream order: ``[(input_name | None, shape), ...]`` all from ONE
+    #: ``torch_generator(seed, "generate", i)`` (None: drawn and discarded); empty: one
+    #: ``event_normal`` stream per latent (the default hook's rule)
+    draws: list = field(default_factory=list)
+    #: ``{name: {axis: label}}`` dynamic axes; default: axis 0 (``batch``) of every input and output
+    dynamic_axes: dict = field(default_factory=dict)
+    #: extra JSON-able metadata recorded in the file (post-processing, feature settings)
+    meta: dict = field(default_factory=dict)
+    #: > 0: the graph is exported for this batch size only (models whose forward bakes the batch
+    #: size in, e.g. ``len(z)`` in a reshape); :meth:`OnnxSampler.run` then feeds it in chunks
+    fixed_batch: int = 0
 
 
 def default_export_module(modules: dict, cfg):
@@ -88,11 +102,21 @@ def default_export_module(modules: dict, cfg):
 
 
 def export_spec(family, modules: dict, cfg) -> ExportSpec:
-    """The family's ``export_module`` hook result (or :func:`default_export_module`), checked."""
+    """What to export for ``family``, checked: the hook of
+    :data:`b2bkg.campaign.export_hooks.EXPORT_HOOKS` for its name, else the family's
+    ``export_module`` hook, else :func:`default_export_module`. A hook returns an
+    :class:`ExportSpec` or the tuple of the module docstring."""
     import torch
 
-    hook = getattr(family, "export_module", None)
+    from b2bkg.campaign.export_hooks import EXPORT_HOOKS
+
+    hook = EXPORT_HOOKS.get(getattr(family, "name", None)) or getattr(family, "export_module", None)
     got = hook(modules, cfg) if callable(hook) else default_export_module(modules, cfg)
+    if isinstance(got, ExportSpec):
+        extra = got
+        got = (got.module, got.example_inputs, got.input_names, got.output_names, got.latents)
+    else:
+        extra = ExportSpec(None, (), [], [])
     if not isinstance(got, tuple) or len(got) not in (4, 5):
         raise ModelError(f"model {family.name}: export_module must return (module, example_inputs, input_names, "
                          f"output_names[, latents]), got {type(got).__name__}")
@@ -106,7 +130,12 @@ def export_spec(family, modules: dict, cfg) -> ExportSpec:
     unknown = set(latents) - set(ins)
     if unknown:
         raise ModelError(f"model {family.name}: latents {sorted(unknown)} are not inputs ({ins})")
-    return ExportSpec(module.eval(), ex, list(ins), list(outs), latents)
+    bad = [n for n, _ in extra.draws if n is not None and n not in latents]
+    if bad:
+        raise ModelError(f"model {family.name}: draws {bad} are not latents ({sorted(latents)})")
+    return ExportSpec(module.eval(), ex, list(ins), list(outs), latents,
+                      [(n, tuple(int(d) for d in s)) for n, s in extra.draws], dict(extra.dynamic_axes), dict(extra.meta),
+                      int(extra.fixed_batch))
 
 
 @contextlib.contextmanager
@@ -133,22 +162,73 @@ def _quiet_torch_onnx(notes: list[str]):
                         notes.append(msg)
 
 
+def _register_legacy_symbolics(opset: int) -> None:
+    """ONNX ops the legacy exporter has no mapping for although ONNX has them (``aten::sinh`` ->
+    ``Sinh``, used by the ECL waveform normalisation)."""
+    from torch.onnx import register_custom_op_symbolic
+
+    register_custom_op_symbolic("aten::sinh", lambda g, x: g.op("Sinh", x), opset)
+
+
+def _fix_for_onnxruntime(model) -> int:
+    """Rewrite nodes onnxruntime's CPU provider does not implement: ``EyeLike`` with a bool output
+    (``torch.eye(..., dtype=bool)``) becomes a float ``EyeLike`` (of a float input) + ``Cast`` to bool. Returns the
+    number of nodes rewritten."""
+    import onnx
+    from onnx import helper
+
+    g, fixed, nodes = model.graph, 0, []
+    if not any(n.op_type == "EyeLike" for n in g.node):
+        return 0
+    types = {v.name: v.type.tensor_type.elem_type for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    types.update({v.name: v.type.tensor_type.elem_type for v in g.input})
+    for node in g.node:
+        dt = next((a for a in node.attribute if a.name == "dtype"), None)
+        out_type = (dt.i if dt is not None else types.get(node.input[0])) if node.op_type == "EyeLike" else None
+        if out_type == onnx.TensorProto.BOOL:
+            if dt is None:
+                node.attribute.append(helper.make_attribute("dtype", onnx.TensorProto.FLOAT))
+            else:
+                dt.i = onnx.TensorProto.FLOAT
+            mid = node.output[0] + "_f"
+            out = node.output[0]
+            node.output[0] = mid
+            if types.get(node.input[0]) == onnx.TensorProto.BOOL:  # no bool input kernel either
+                src = node.input[0]
+                node.input[0] = src + "_f"
+                nodes.append(helper.make_node("Cast", [src], [src + "_f"], to=onnx.TensorProto.FLOAT, name=node.name + "_in"))
+            nodes += [node, helper.make_node("Cast", [mid], [out], to=onnx.TensorProto.BOOL, name=node.name + "_cast")]
+            fixed += 1
+        else:
+            nodes.append(node)
+    if fixed:
+        del g.node[:]
+        g.node.extend(nodes)
+    return fixed
+
+
 def _export(spec: ExportSpec, path: Path, exporter: str, opset: int, notes: list[str] | None = None) -> str:
     """Run one torch exporter into ``path``; returns the exporter used (warnings go to ``notes``)."""
     import torch
 
     names = spec.input_names + spec.output_names
+    fixed = spec.fixed_batch > 0
+    example = (tuple(t.expand(spec.fixed_batch, *t.shape[1:]).contiguous() for t in spec.example_inputs)
+               if fixed else spec.example_inputs)
     with _quiet_torch_onnx([] if notes is None else notes), torch.no_grad():
         if exporter == "legacy":
-            torch.onnx.export(spec.module, spec.example_inputs, str(path), input_names=spec.input_names,
+            _register_legacy_symbolics(opset)
+            torch.onnx.export(spec.module, example, str(path), input_names=spec.input_names,
                               output_names=spec.output_names, opset_version=opset, dynamo=False,
-                              dynamic_axes={n: {0: "batch"} for n in names})
+                              dynamic_axes=None if fixed else (spec.dynamic_axes or {n: {0: "batch"} for n in names}))
         else:
-            batch = torch.export.Dim("batch")
-            shapes = tuple({0: batch} for _ in spec.example_inputs)
-            torch.onnx.export(spec.module, spec.example_inputs, str(path), input_names=spec.input_names,
+            dims = {}
+            axes = spec.dynamic_axes or {n: {0: "batch"} for n in spec.input_names}
+            shapes = tuple({a: dims.setdefault(lbl, torch.export.Dim(lbl)) for a, lbl in axes.get(n, {}).items()}
+                           for n in spec.input_names)
+            torch.onnx.export(spec.module, example, str(path), input_names=spec.input_names,
                               output_names=spec.output_names, opset_version=max(opset, 18), dynamo=True,
-                              dynamic_shapes=shapes, verbose=False, external_data=False)
+                              dynamic_shapes=None if fixed else shapes, verbose=False, external_data=False)
     return exporter
 
 
@@ -200,10 +280,12 @@ def export_onnx(run_dir, out, *, exporter: str = "auto", opset: int = 17, weight
         if used is None:
             raise ModelError(f"model {run.family.name} ({run_dir}): ONNX export failed ({'; '.join(errors)})")
         model = onnx.load(str(raw))
+        _fix_for_onnxruntime(model)
     meta = {"model": run.family.name, "run_dir": str(Path(run_dir).resolve()), "weights": run.weights_file.name,
             "weights_sha256": sha256_file(run.weights_file), "version": __version__, "exporter": used,
             "inputs": spec.input_names, "outputs": spec.output_names,
             "latents": {k: list(v) for k, v in spec.latents.items()}, "latent_domain": "generate",
+            "draws": [[n, list(s)] for n, s in spec.draws], "fixed_batch": spec.fixed_batch, **spec.meta,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     entry = model.metadata_props.add()
     entry.key, entry.value = META_KEY, json.dumps(meta)
@@ -272,11 +354,27 @@ class OnnxSampler:
     def run(self, **inputs) -> dict[str, np.ndarray]:
         """Outputs ``{name: array}`` for inputs ``{name: array}`` (batch on axis 0, float32 for floats)."""
         missing = [n for n in self.input_names if n not in inputs]
-        extra = [n for n in inputs if n not in self.input_names]
+        # inputs the exporter pruned because the graph does not use them (e.g. ``mother`` of a conv
+        # skim network) are accepted and ignored
+        extra = [n for n in inputs if n not in self.input_names and n not in self.meta.get("inputs", ())]
         if missing or extra:
             raise ConfigError(f"{self.path}: inputs {sorted(inputs)}, the network takes {self.input_names}")
-        feed = {n: (np.asarray(a, np.float32) if np.asarray(a).dtype.kind == "f" else np.asarray(a)) for n, a in inputs.items()}
-        return dict(zip(self.output_names, self.session.run(self.output_names, feed)))
+        feed = {n: (np.asarray(a, np.float32) if np.asarray(a).dtype.kind == "f" else np.asarray(a))
+                for n, a in inputs.items() if n in self.input_names}
+        fb = int(self.meta.get("fixed_batch") or 0)
+        if fb <= 0:
+            return dict(zip(self.output_names, self.session.run(self.output_names, feed)))
+        n = len(next(iter(feed.values())))  # fixed-batch graph: run in chunks of fb rows (last one padded)
+        parts = []
+        for a in range(0, n, fb):
+            chunk = {k: v[a:a + fb] for k, v in feed.items()}
+            short = fb - len(next(iter(chunk.values())))
+            if short:
+                chunk = {k: np.concatenate([v, np.repeat(v[-1:], short, 0)]) for k, v in chunk.items()}
+            parts.append([o[:fb - short] for o in self.session.run(self.output_names, chunk)])
+        if not parts:
+            raise ConfigError(f"{self.path}: no input rows")
+        return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(self.output_names)}
 
     def sample_latents(self, events, seed: int) -> dict[str, np.ndarray]:
         """The latent inputs of events ``events`` (global indices), drawn per event as the PyTorch sampler does."""
@@ -287,6 +385,20 @@ class OnnxSampler:
             raise ModelError(f"{self.path}: the export records no latent inputs; call run() with explicit inputs")
         ev = np.asarray(events, np.int64).reshape(-1)
         dom = self.meta.get("latent_domain", "generate")
+        draws = self.meta.get("draws") or []
+        if draws:  # several draws in order from one per-event stream (the family's own order)
+            import torch
+
+            from b2bkg.core.seeding import torch_generator
+
+            out = {n: np.empty((len(ev), *lat[n]), np.float32) for n, _ in draws if n is not None}
+            for k, e in enumerate(ev):
+                g = torch_generator(seed, dom, int(e))
+                for n, shape in draws:
+                    x = torch.randn(tuple(shape), generator=g)
+                    if n is not None:
+                        out[n][k] = x.numpy()
+            return out
         return {n: event_normal(seed, ev, tuple(shape), domain=dom).numpy() for n, shape in lat.items()}
 
     def sample(self, events, seed: int, **other_inputs) -> dict[str, np.ndarray]:
