@@ -8,7 +8,7 @@ i.e. what ``b2bkg generate`` does per event. Baseline: ``pxd-wgan-paper`` (``wor
 
 As there, random weights would fire almost every pixel and make the digit conversion
 unrepresentatively slow, so the output convolution is rescaled (weights and bias only, same cost)
-until ~1 % of the pixels pass the threshold, the Geant4 reference occupancy.
+so that ~1 % of the pixels of the timed event pass the threshold, the Geant4 reference occupancy.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ def _family_event(name: str, preset: str, seed: int = 0):
     """Setup: family ``name`` with preset ``preset``, random weights, occupancy calibrated; run() -> 1 event."""
     try:
         import math
-        from statistics import NormalDist
 
         import numpy as np
         import torch
@@ -46,13 +45,15 @@ def _family_event(name: str, preset: str, seed: int = 0):
         fam.sample(modules, cfg, np.arange(1), seed, torch.device("cpu"))
     hook.remove()
     y = torch.cat([c.flatten() for c in captured])
-    m, s = float(y.mean()), float(y.std()) or 1.0
+    s = float(y.std()) or 1.0
+    # the empirical (1 - occupancy) quantile of the pre-tanh output is moved onto the threshold
+    # (a smooth, non-Gaussian field from few images would miss a Gaussian calibration)
+    q = float(torch.quantile(y[:: max(1, len(y) // 4_000_000)], 1 - TARGET_OCCUPANCY))
     x_thr = 2 * math.log(cfg.threshold_adu + 0.5) / math.log(256) - 1
-    sigma = 0.3
-    mu = math.atanh(x_thr) - sigma * NormalDist().inv_cdf(1 - TARGET_OCCUPANCY)
+    a = 0.3 / s
     with torch.no_grad():
-        conv.weight.mul_(sigma / s)
-        conv.bias.sub_(m).mul_(sigma / s).add_(mu)
+        conv.weight.mul_(a)
+        conv.bias.sub_(q).mul_(a).add_(math.atanh(x_thr))
     events = np.arange(1)
 
     def run():

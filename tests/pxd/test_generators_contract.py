@@ -29,6 +29,8 @@ TINY = {
                       "head_hidden": 4, "out_bias_init": -0.5},
     "pxd-iea-gan": {"batch_size": 1, "n_dis": 1, "latent_dim": 2, "embed_dim": 4, "heads": 1, "base_grid": [16, 48],
                     "channels": [4], "noise_channels": 1, "critic_channels": [2, 2], "out_bias_init": -0.5},
+    "pxd-diffusion": {"batch_size": 8, "base_channels": 8, "channel_mults": [1, 2], "emb_dim": 16, "sampler_steps": 2,
+                      "decoder_fit_events": 2, "lr_warmup_steps": 0},
 }
 PXD_FAMILIES = [n for n in known_families() if n.startswith("pxd-")]
 
@@ -140,4 +142,10 @@ def test_generator_contract(name, pxd_file, tmp_path):
 
     # generate() from the run folder writes the same events
     out = generate(run, 2, seed=11, out=tmp_path / "gen.h5", batch_size=2)
+    if fam.conditioned:  # generate() draws per-event beam conditions and records them in the file
+        from b2bkg.io import open_file
+
+        with open_file(out) as f:
+            cond = f.read_conditions()
+        a = fam.sample(loaded.modules, loaded.cfg, events, 11, torch.device("cpu"), conditions=cond)["pxd"]
     assert _same(read_pxd(out), a)
