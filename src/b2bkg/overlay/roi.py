@@ -337,9 +337,9 @@ def sample_fast_roi(t: dict[str, np.ndarray], cfg, cond: np.ndarray | None, rng:
     """One ``pxd-fast`` event generated only inside the ROIs ``roi`` (see module docstring).
 
     Stages (a)-(c) up to the cluster shapes follow :func:`b2bkg.pxd.models.fast.sample_fast_event`
-    draw for draw (a copy of its code: ``tests/validation/test_roi.py`` checks that with ROIs
-    covering every sensor both give identical events, so a change of the sampler shows up there);
-    then clusters whose box misses every ROI are dropped before their pixels are built.
+    draw for draw (the sampler's ``cluster_filter`` hook; ``tests/validation/test_roi.py`` checks
+    that with ROIs covering every sensor both give identical events); clusters whose box misses
+    every ROI are dropped before their pixels are built, and pixels outside the ROIs before assembly.
 
     Args:
         t, cfg: the model's tables and config (:meth:`FastPxdModel.tables`, ``FastConfig``).
@@ -350,86 +350,32 @@ def sample_fast_roi(t: dict[str, np.ndarray], cfg, cond: np.ndarray | None, rng:
         (digits dict as ``sample_fast_event`` returns, inside the ROIs only;
         counts ``{"clusters": all drawn, "clusters_built": kept, "pixels_built": pixels built}``).
     """
-    from b2bkg.pxd.models import fast_density as fd
-    from b2bkg.pxd.models.cluster_model import N_GROUPS, build_patterns, sensor_group, split_charges
-    from b2bkg.pxd.sample import BlockedAlias, assemble_digits
+    from b2bkg.pxd.models.fast import sample_fast_event
 
-    K, NSB, NB = cfg.n_classes, cfg.n_sbuckets, cfg.n_pos_bins
-    thr = int(t["threshold_adu"][0])
-    if cond is None:
-        cond = fd.sample_conditions_learned(t["cond_log_mean"], t["cond_log_chol"], float(t["cond_inj_prob"][0]), rng)
-    x = fd.condition_features(np.asarray(cond, np.float64)[None], t["feat_mean"], t["feat_std"], t["feat_used"],
-                              bool(getattr(cfg, "quadratic_conditions", False)))[0]
-    n = fd.sample_counts(t["coef"] @ x, t["load"], t["diag"], rng)  # (40 K,)
-    dim = np.repeat(np.arange(len(n), dtype=np.int64), n)
-    N = len(dim)
-    sensor = dim // K
-    cls = dim - sensor * K
-    g = sensor_group(sensor)
-    u = rng.random((8, N), dtype=np.float32)
-    pos = BlockedAlias(np.arange(len(n) + 1, dtype=np.int64) * NB, t["pos_prob"], t["pos_alias"])
-    j = pos.draw(dim, u[0:2]) - dim * NB
-    nub = N_UCELLS // cfg.u_bin_pixels
-    vb, ub = j // nub, j % nub
-    pu = (ub + u[2]) * cfg.u_bin_pixels
-    pv = (vb + u[3]) * cfg.v_bin_pixels
-    vr = np.minimum((pv * (cfg.n_vregions / N_VCELLS)).astype(np.int64), cfg.n_vregions - 1)
-    tri = BlockedAlias(t["tri_offsets"], t["tri_prob"], t["tri_alias"])
-    k = tri.draw((g * cfg.n_vregions + vr) * K + cls, u[4:6])
-    swh = t["tri_swh"][k].astype(np.int64)
-    size, w, h = swh[:, 0], swh[:, 1], swh[:, 2]
-    flip = u[6] < t["flip_p"][g, cls]
-    u0 = np.floor(pu - (w - 1) * 0.5 + 0.5).astype(np.int64)
-    v0 = np.floor(pv - (h - 1) * 0.5 + 0.5).astype(np.int64)
-    # --- ROI cut on the cluster boxes [u0, u0 + w - 1] x [v0, v0 + h - 1] (build_patterns stays inside)
     rs = np.asarray(roi["sensor"], np.int64)
     o = np.argsort(rs, kind="stable")
     rs = rs[o]
-    lo = np.searchsorted(rs, sensor, "left")
-    cnt = np.searchsorted(rs, sensor, "right") - lo
-    keep = np.zeros(N, bool)
-    has = np.flatnonzero(cnt)
-    if len(has):
-        ci_ = np.repeat(has, cnt[has])
-        ri = o[lo[ci_] + np.arange(len(ci_)) - np.repeat(np.cumsum(cnt[has]) - cnt[has], cnt[has])]
-        hit = ((u0[ci_] <= roi["umax"][ri]) & (u0[ci_] + w[ci_] - 1 >= roi["umin"][ri])
-               & (v0[ci_] <= roi["vmax"][ri]) & (v0[ci_] + h[ci_] - 1 >= roi["vmin"][ri]))
-        keep[ci_[hit]] = True
-    kk = np.flatnonzero(keep)
-    sensor, cls, g, size, w, h, flip, u0, v0, u7 = (a[kk] for a in (sensor, cls, g, size, w, h, flip, u0, v0, u[7]))
-    Nk = len(kk)
-    ci, du, dv = build_patterns(size, w, h, flip, rng, cfg.line_jitter_pixels)
-    sb = np.searchsorted(np.asarray(cfg.size_buckets), size, side="right")
-    qb = g * NSB + sb
-    qm = BlockedAlias(np.arange(N_GROUPS * NSB + 1, dtype=np.int64) * 256, t["qm_prob"], t["qm_alias"])
-    m = qm.draw(qb, rng.random((2, Nk), dtype=np.float32)) - qb * 256
-    total = np.floor((m + u7) * size).astype(np.int64)
-    P = len(ci)
-    up = rng.random((2, P))
-    wb = qb * (len(cfg.charge_edges) + 1) + np.searchsorted(np.asarray(cfg.charge_edges), m, side="right")
-    q = split_charges(ci, size, total, t["weight_q"], wb, up[0], up[1], thr)
-    ps, pu_, pv_ = sensor[ci], u0[ci] + du, v0[ci] + dv
-    ok = (pu_ >= 0) & (pu_ < N_UCELLS) & (pv_ >= 0) & (pv_ < N_VCELLS)
-    ps, pu_, pv_, q = ps[ok], pu_[ok], pv_[ok], q[ok]
-    alive = (t["dead_u"][ps, pu_] == 0) & (t["dead_v"][ps, pv_] == 0)
-    ps, pu_, pv_, q = ps[alive], pu_[alive], pv_[alive], q[alive]
-    if hot_pixels and len(t["hot_keys"]):
-        hk = t["hot_keys"]
-        uh = rng.random((3, len(hk)), dtype=np.float32)
-        fire = uh[0] < t["hot_p"]
-        hqa = BlockedAlias(np.array([0, 256]), t["hot_q_prob"], t["hot_q_alias"])
-        hq = hqa.draw(np.zeros(int(fire.sum()), np.int64), uh[1:, fire])
-        hk = hk[fire]
-        ps = np.concatenate([ps, hk // (N_UCELLS * N_VCELLS)])
-        pv_ = np.concatenate([pv_, (hk // N_UCELLS) % N_VCELLS])
-        pu_ = np.concatenate([pu_, hk % N_UCELLS])
-        q = np.concatenate([q, hq])
-    # pixels inside an ROI only (after the cut, a kept cluster may reach outside)
-    one = Rois(1, np.zeros(len(rs), np.int64), rs, np.asarray(roi["umin"])[o], np.asarray(roi["umax"])[o],
-               np.asarray(roi["vmin"])[o], np.asarray(roi["vmax"])[o])
-    inside = _inside(ps.astype(np.int64), pu_.astype(np.int64), pv_.astype(np.int64), one)
-    d = assemble_digits(ps[inside], pu_[inside], pv_[inside], q[inside], thr)
-    return d, {"clusters": int(N), "clusters_built": int(Nk), "pixels_built": int(P)}
+    umin, umax, vmin, vmax = (np.asarray(roi[k])[o] for k in ("umin", "umax", "vmin", "vmax"))
+
+    def touches(sensor, u0, v0, w, h):
+        """Cluster boxes [u0, u0+w-1] x [v0, v0+h-1] that overlap an ROI of their sensor."""
+        lo = np.searchsorted(rs, sensor, "left")
+        cnt = np.searchsorted(rs, sensor, "right") - lo
+        keep = np.zeros(len(sensor), bool)
+        has = np.flatnonzero(cnt)
+        if len(has):
+            ci_ = np.repeat(has, cnt[has])
+            ri = lo[ci_] + np.arange(len(ci_)) - np.repeat(np.cumsum(cnt[has]) - cnt[has], cnt[has])
+            hit = ((u0[ci_] <= umax[ri]) & (u0[ci_] + w[ci_] - 1 >= umin[ri])
+                   & (v0[ci_] <= vmax[ri]) & (v0[ci_] + h[ci_] - 1 >= vmin[ri]))
+            keep[ci_[hit]] = True
+        return keep
+
+    one = Rois(1, np.zeros(len(rs), np.int64), rs, umin, umax, vmin, vmax)
+    stats: dict = {}
+    d = sample_fast_event(t, cfg, cond, rng, hot_pixels, cluster_filter=touches, stats=stats,
+                          pixel_filter=lambda s_, u_, v_: _inside(s_.astype(np.int64), u_.astype(np.int64), v_.astype(np.int64), one))
+    return d, stats
 
 
 class RoiBackground:

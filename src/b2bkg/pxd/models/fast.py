@@ -387,7 +387,8 @@ def _fit_tables(st: dict, cond: np.ndarray | None, cfg: FastConfig, seed: int) -
 # sampling
 # ----------------------------------------------------------------------------------------------
 def sample_fast_event(t: dict[str, np.ndarray], cfg: FastConfig, cond: np.ndarray | None, rng: np.random.Generator,
-                      hot_pixels: bool = True, with_clusters: bool = False) -> dict[str, np.ndarray]:
+                      hot_pixels: bool = True, *, cluster_filter=None, pixel_filter=None,
+                      stats: dict | None = None) -> dict[str, np.ndarray]:
     """One event of ``pxd-fast``.
 
     Args:
@@ -396,6 +397,11 @@ def sample_fast_event(t: dict[str, np.ndarray], cfg: FastConfig, cond: np.ndarra
         cond: beam conditions, shape (6,) (CONDITION_NAMES order), or None: drawn from the learned density.
         rng: the event's generator (all randomness of the event).
         hot_pixels: add the learned hot pixels.
+        cluster_filter: optional ``(sensor, u0, v0, w, h) -> bool mask`` over the drawn clusters
+            (boxes ``[u0, u0+w-1] x [v0, v0+h-1]``); clusters outside it get no pixels built (ROI
+            sampling: the draws up to the shapes are those of the full event).
+        pixel_filter: optional ``(sensor, ucell, vcell) -> bool mask`` applied before assembly.
+        stats: optional dict filled with ``clusters`` (drawn), ``clusters_built``, ``pixels_built``.
     Returns:
         digits of the event: ``sensor`` uint8, ``ucell``/``vcell`` uint16, ``charge`` uint8 (ADU),
         shape (n_fired,), sorted by (sensor, vcell, ucell).
@@ -427,20 +433,27 @@ def sample_fast_event(t: dict[str, np.ndarray], cfg: FastConfig, cond: np.ndarra
     swh = t["tri_swh"][k].astype(np.int64)
     size, w, h = swh[:, 0], swh[:, 1], swh[:, 2]
     flip = u[6] < t["flip_p"][g, cls]
+    u0 = np.floor(pu - (w - 1) * 0.5 + 0.5).astype(np.int64)  # cluster box origin (pixels)
+    v0 = np.floor(pv - (h - 1) * 0.5 + 0.5).astype(np.int64)
+    u7 = u[7]
+    if cluster_filter is not None:
+        kk = np.flatnonzero(cluster_filter(sensor, u0, v0, w, h))
+        sensor, g, size, w, h, flip, u0, v0, u7 = (a[kk] for a in (sensor, g, size, w, h, flip, u0, v0, u7))
+    Nk = len(size)
     ci, du, dv = build_patterns(size, w, h, flip, rng, cfg.line_jitter_pixels)
     # charges
     sb = np.searchsorted(np.asarray(cfg.size_buckets), size, side="right")
     qb = g * NSB + sb
     qm = BlockedAlias(np.arange(N_GROUPS * NSB + 1, dtype=np.int64) * 256, t["qm_prob"], t["qm_alias"])
-    m = qm.draw(qb, rng.random((2, N), dtype=np.float32)) - qb * 256
-    total = np.floor((m + u[7]) * size).astype(np.int64)
+    m = qm.draw(qb, rng.random((2, Nk), dtype=np.float32)) - qb * 256
+    total = np.floor((m + u7) * size).astype(np.int64)
     P = len(ci)
     up = rng.random((2, P))
     wb = qb * (len(cfg.charge_edges) + 1) + np.searchsorted(np.asarray(cfg.charge_edges), m, side="right")
     q = split_charges(ci, size, total, t["weight_q"], wb, up[0], up[1], thr)
+    if stats is not None:
+        stats.update(clusters=int(N), clusters_built=int(Nk), pixels_built=int(P))
     # (d) assembly
-    u0 = np.floor(pu - (w - 1) * 0.5 + 0.5).astype(np.int64)
-    v0 = np.floor(pv - (h - 1) * 0.5 + 0.5).astype(np.int64)
     ps = sensor[ci]
     pu_ = u0[ci] + du
     pv_ = v0[ci] + dv
@@ -459,6 +472,9 @@ def sample_fast_event(t: dict[str, np.ndarray], cfg: FastConfig, cond: np.ndarra
         pv_ = np.concatenate([pv_, (hk // N_UCELLS) % N_VCELLS])
         pu_ = np.concatenate([pu_, hk % N_UCELLS])
         q = np.concatenate([q, hq])
+    if pixel_filter is not None:
+        inside = pixel_filter(ps, pu_, pv_)
+        ps, pu_, pv_, q = ps[inside], pu_[inside], pv_[inside], q[inside]
     return assemble_digits(ps, pu_, pv_, q, thr)
 
 
