@@ -62,7 +62,7 @@ from b2bkg.core.seeding import event_rng
 from b2bkg.io.events import Conditions, PxdDigits
 
 from . import geometry as geo
-from .detector import N_ALL_PIXELS, PxdDetector, PxdDetectorConfig, default_detector, pixel_key
+from .detector import N_ALL_PIXELS, PxdDetector, PxdDetectorConfig, default_detector
 
 __all__ = [
     "Scaling", "TwoPhotonConfig", "LossSourceConfig", "DigitizerConfig", "PxdSimConfig", "SOURCE_NAMES",

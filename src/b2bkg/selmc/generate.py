@@ -37,7 +37,7 @@ from scipy.special import ndtr, ndtri
 from b2bkg.core.errors import ConfigError
 from b2bkg.io.events import SmcEvents
 
-from .counter_rng import choice_cum, event_keys, exponential, uniform
+from .counter_rng import choice_cum, exponential, uniform
 from .decays import KIND_PARTONS, SHAPE_BW, SHAPE_GAUSS, DecayTable, load_decay_table
 from .kinematics import C_CM_PER_NS, Beams, boost, isotropic, mass_of, phase_space, rotate_z_to, string_momenta, two_body_momentum
 

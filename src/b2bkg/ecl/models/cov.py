@@ -75,7 +75,6 @@ def ring_moments(waveforms: np.ndarray, selected: np.ndarray | None, pedestal: n
                  chunk: int = 25) -> tuple[np.ndarray, np.ndarray]:
     """Per-ring mean (69, 31) and covariance (69, 31, 31) of ``(w - pedestal[c]) / scale[c]`` over
     the non-selected waveforms (unbiased, n - 1)."""
-    ring = _ring_of_crystal()
     n = len(waveforms)
     s1 = np.zeros((N_RINGS, N_SAMPLES))
     s2 = np.zeros((N_RINGS, N_SAMPLES, N_SAMPLES))
