@@ -54,11 +54,10 @@ import torch.nn.functional as F
 from b2bkg.core.config import check_range
 from b2bkg.core.errors import ConfigError
 from b2bkg.io.events import N_SENSORS
-from b2bkg.nn.gan import gradient_penalty
 from b2bkg.training.registry import Family, register
 from b2bkg.training.sampling import event_normal
 
-from .pxd_data import EventImageBatches, PxdImageGanConfig, images_to_digits, load_digits, soft_zero_suppress, validate_digits
+from .pxd_data import EventImageBatches, PxdImageGanConfig, images_to_digits, load_digits, validate_digits, wgan_gp_step
 
 __all__ = [
     "EventGanConfig", "EventGenerator", "EventCritic", "PxdEventGan", "ConditionalBatchNorm", "NoisyUpTrunk",
@@ -301,23 +300,9 @@ class PxdEventGan(Family):
 
     def step(self, state, batch, step_idx):
         """``n_critic`` WGAN-GP updates on whole events (B, 40, fr*fc, R, C), then one generator update."""
-        cfg, G, D = state.cfg, state.modules["generator"], state.modules["critic"]
-        dev = state.device
-
-        def seen(x):  # what the critic sees (soft zero suppression, see PxdImageGanConfig)
-            return soft_zero_suppress(x, cfg.threshold_adu, cfg.critic_sharpness)
-
-        for i in range(cfg.n_critic):
-            real = seen(batch if i == 0 else state.next_batch())
-            with torch.no_grad():
-                fake = seen(G(torch.randn(len(real), cfg.latent_dim, device=dev), G.draw_noise(len(real), dev)))
-            gp = gradient_penalty(D, real, fake)
-            wdist = D(real).mean() - D(fake).mean()
-            state.update("critic", -wdist + cfg.gp_lambda * gp)
-        fake = seen(G(torch.randn(len(batch), cfg.latent_dim, device=dev), G.draw_noise(len(batch), dev)))
-        g_loss = -D(fake).mean()
-        state.update("generator", g_loss)
-        return {"wdist": wdist.item(), "gp": gp.item(), "g_loss": g_loss.item()}
+        cfg, G, dev = state.cfg, state.modules["generator"], state.device
+        return wgan_gp_step(state, batch, lambda b: b,
+                            lambda n: G(torch.randn(n, cfg.latent_dim, device=dev), G.draw_noise(n, dev)))
 
     def load_val(self, cfg, path):
         return load_digits(path, cfg.val_events)

@@ -297,3 +297,34 @@ def diversity_check(generated: PxdDigits, train: PxdDigits, truth: PxdDigits) ->
         out[f"nn_train_{name}"] = float(torch.cat(nn_train).median())
         out[f"nn_self_{name}"] = float(torch.cat(nn_self).median())
     return out
+
+
+def wgan_gp_step(state, batch, real_of, generate) -> dict[str, float]:
+    """One WGAN-GP trainer step shared by the image GANs: ``cfg.n_critic`` critic updates, then one
+    generator update; the critic sees real and generated images through the same soft zero
+    suppression (:func:`soft_zero_suppress`).
+
+    Args:
+        state: the trainer's state (``cfg`` with ``n_critic``, ``gp_lambda``, ``threshold_adu``,
+            ``critic_sharpness``; modules ``generator`` and ``critic``).
+        batch: the step's first batch; further critic updates take ``state.next_batch()``.
+        real_of: batch -> real images tensor.
+        generate: n -> n generated images (the family's latent draws), with gradients.
+    """
+    from b2bkg.nn.gan import gradient_penalty
+
+    cfg, D = state.cfg, state.modules["critic"]
+
+    def seen(x):
+        return soft_zero_suppress(x, cfg.threshold_adu, cfg.critic_sharpness)
+
+    for i in range(cfg.n_critic):
+        real = seen(real_of(batch if i == 0 else state.next_batch()))
+        with torch.no_grad():
+            fake = seen(generate(len(real)))
+        gp = gradient_penalty(D, real, fake)
+        wdist = D(real).mean() - D(fake).mean()
+        state.update("critic", -wdist + cfg.gp_lambda * gp)
+    g_loss = -D(seen(generate(len(real_of(batch))))).mean()
+    state.update("generator", g_loss)
+    return {"wdist": wdist.item(), "gp": gp.item(), "g_loss": g_loss.item()}

@@ -30,11 +30,10 @@ import torch
 from b2bkg.core.config import check_range
 from b2bkg.core.errors import ConfigError
 from b2bkg.io.events import N_SENSORS
-from b2bkg.nn.gan import gradient_penalty
 from b2bkg.training.registry import Family, register
 from b2bkg.training.sampling import event_normal
 
-from .pxd_data import PxdImageGanConfig, SensorImageBatches, images_to_digits, load_digits, soft_zero_suppress, validate_digits
+from .pxd_data import PxdImageGanConfig, SensorImageBatches, images_to_digits, load_digits, validate_digits, wgan_gp_step
 from .wgan import Critic, Generator, WganConfig
 
 __all__ = ["PxdWganConfig", "PxdWgan"]
@@ -105,23 +104,8 @@ class PxdWgan(Family):
 
     def step(self, state, batch, step_idx):
         """``n_critic`` WGAN-GP critic updates on (B, 1, 256, 768) batches, then one generator update."""
-        cfg, G, D = state.cfg, state.modules["generator"], state.modules["critic"]
-        dev = state.device
-
-        def seen(x):  # what the critic sees (soft zero suppression, see PxdImageGanConfig)
-            return soft_zero_suppress(x, cfg.threshold_adu, cfg.critic_sharpness)
-
-        for i in range(cfg.n_critic):
-            real = seen((batch if i == 0 else state.next_batch())["x"])  # (B, 1, 256, 768)
-            with torch.no_grad():
-                fake = seen(G(torch.randn(len(real), cfg.latent_dim, device=dev)))
-            gp = gradient_penalty(D, real, fake)
-            wdist = D(real).mean() - D(fake).mean()
-            state.update("critic", -wdist + cfg.gp_lambda * gp)
-        fake = seen(G(torch.randn(len(batch["x"]), cfg.latent_dim, device=dev)))
-        g_loss = -D(fake).mean()
-        state.update("generator", g_loss)
-        return {"wdist": wdist.item(), "gp": gp.item(), "g_loss": g_loss.item()}
+        cfg, G, dev = state.cfg, state.modules["generator"], state.device
+        return wgan_gp_step(state, batch, lambda b: b["x"], lambda n: G(torch.randn(n, cfg.latent_dim, device=dev)))
 
     def load_val(self, cfg, path):
         return load_digits(path, cfg.val_events)
