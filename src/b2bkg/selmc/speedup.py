@@ -302,7 +302,7 @@ def selmc_study(run_dir, test_path, ref_path, out_dir, *, skim: str = "fei_b0", 
     q = pe.get(f"pass_prob_{skim}")
     u = event_uniforms(pe["event_id"], seed)
     metrics = {
-        "skim": skim, "n_test": n, "n_ref": n_ref, "n_pass_test": int(y.sum()), "n_pass_ref": int(rpe[f"passed_{skim}"].sum()),
+        "pillar": "smc", "skim": skim, "n_test": n, "n_ref": n_ref, "n_pass_test": int(y.sum()), "n_pass_ref": int(rpe[f"passed_{skim}"].sum()),
         "auc": roc_auc(y, score), "bayes_auc": roc_auc(y, q) if q is not None else None,
         "network_cost_s_per_event_1thread": cost, "hs06_per_core": hs06_per_core, "network_hs06": net_hs06,
         "scoring_wall_s_all_threads": t_score, "perfect_speedup_at_test_retention": perfect_speedup(float(y.mean()), net_hs06),
