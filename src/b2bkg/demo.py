@@ -123,7 +123,11 @@ def step_pxd_calibration(ctx: DemoContext) -> None:
     text = format_table(res)
     (out / "calibration.txt").write_text(text + "\n")
     (out / "metrics.json").write_text(json.dumps({"pillar": "pxd", "title": "PXD truth vs Geant4 reference",
-                                                  "calibration": {r["name"]: {"value": r["sim"], "reference": r["ref"], "tolerance": r["tolerance"], "pass": r["pass"]} for r in rows}},
+                                                  "calibration": {
+                                                      "simulator": {r["label"]: r["sim"] for r in rows},
+                                                      "geant4_reference": {r["label"]: r["ref"] for r in rows},
+                                                      "tolerance": {r["label"]: r["tolerance"] for r in rows},
+                                                      "verdict": {r["label"]: "PASS" if r["pass"] else "FAIL" for r in rows}}},
                                                  indent=1, default=float))
     ctx.report_inputs.append(out)
     click.echo(text)
