@@ -70,13 +70,12 @@ def _ecl_gan(modules, cfg):
     # sample_events: per event stream, e first (at least one number drawn), then z
     draws = [("e" if de else None, (1, max(de, 1))), ("z", (N_CRYSTALS, dz))]
     return _spec(_EclGan(g), ex, names, ["waveforms"], {"z": (N_CRYSTALS, dz), **({"e": (1, de)} if de else {})},
-                 draws=draws, meta={"postprocess": "ecl_adc"}, fixed_batch=1)
+                 draws=draws, meta={"postprocess": "ecl_adc"})
 
 
 def _ecl_cov(modules, cfg):
     return _spec(modules["sampler"], (torch.zeros(1, N_CRYSTALS, N_SAMPLES),), ["z"], ["waveforms"],
-                 {"z": (N_CRYSTALS, N_SAMPLES)}, draws=[("z", (N_CRYSTALS, N_SAMPLES))], meta={"postprocess": "ecl_adc"},
-                 fixed_batch=1)
+                 {"z": (N_CRYSTALS, N_SAMPLES)}, draws=[("z", (N_CRYSTALS, N_SAMPLES))], meta={"postprocess": "ecl_adc"})
 
 
 class _EclAe(nn.Module):
@@ -96,7 +95,7 @@ def _ecl_ae(modules, cfg):
     dz = cfg.latent_dim
     shapes = {"u": (N_CRYSTALS, dz), "eps": (N_CRYSTALS, N_SAMPLES)}
     return _spec(_EclAe(modules["decoder"]), (torch.zeros(1, *shapes["u"]), torch.zeros(1, *shapes["eps"])),
-                 ["u", "eps"], ["waveforms"], shapes, draws=list(shapes.items()), meta={"postprocess": "ecl_adc"}, fixed_batch=1)
+                 ["u", "eps"], ["waveforms"], shapes, draws=list(shapes.items()), meta={"postprocess": "ecl_adc"})
 
 
 # ------------------------------------------------------------------------------------------ PXD
@@ -157,7 +156,7 @@ def _pxd_diffusion(modules, cfg):
     ex = (torch.zeros(1, 1, H, W), torch.full((1,), 1, dtype=torch.int64), torch.full((1,), 3, dtype=torch.int64),
           torch.zeros(1, 6), torch.ones(1))
     return _spec(_Denoiser(modules["denoiser"]), ex, ["x", "t", "sensor", "cond", "cond_mask"], ["pred"], {},
-                 meta={"postprocess": "pxd_diffusion_step"}, fixed_batch=N_SENSORS)  # forward bakes len(x) in
+                 meta={"postprocess": "pxd_diffusion_step"})
 
 
 def _no_network(name):

@@ -60,8 +60,8 @@ class CovSampler(nn.Module):
         """z (B, 8736, 31) standard normal -> waveforms (B, 8736, 31) float ADC."""
         out = torch.empty_like(z)
         for r0, nr, size, c0 in self._blocks:  # 6 blocks of equal-size rings
-            zb = z[:, c0:c0 + nr * size].reshape(len(z), nr, size, N_SAMPLES)  # (B, R, S, 31)
-            out[:, c0:c0 + nr * size] = torch.einsum("brsi,rji->brsj", zb, self.chol[r0:r0 + nr]).reshape(len(z), nr * size, N_SAMPLES)
+            zb = z[:, c0:c0 + nr * size].reshape(z.shape[0], nr, size, N_SAMPLES)  # (B, R, S, 31)
+            out[:, c0:c0 + nr * size] = torch.einsum("brsi,rji->brsj", zb, self.chol[r0:r0 + nr]).reshape(z.shape[0], nr * size, N_SAMPLES)
         return (out + self.mean[self.ring]) * self.noise_sd[:, None] + self.pedestal[:, None]
 
     def forward_crystals(self, z: torch.Tensor, crystals: torch.Tensor) -> torch.Tensor:

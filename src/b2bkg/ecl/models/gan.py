@@ -174,7 +174,7 @@ class Generator(nn.Module):
         if not all_crystals:
             return torch.einsum("...ij,...j->...i", self.ring_mix[ring], z.expand(*ring.shape, z.shape[-1]))
         out = z.new_empty(*z.shape[:-1], N_SAMPLES)
-        b = len(z)
+        b = z.shape[0]
         for r0, nr, size, c0 in self._blocks:  # 6 blocks of equal-size rings
             zb = z[:, c0:c0 + nr * size].reshape(b, nr, size, -1)
             out[:, c0:c0 + nr * size] = torch.einsum("brsj,rij->brsi", zb, self.ring_mix[r0:r0 + nr]).reshape(b, nr * size, N_SAMPLES)

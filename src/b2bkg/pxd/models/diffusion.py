@@ -329,7 +329,7 @@ class DiffusionUNet(nn.Module):
 
     def forward(self, x, t, sensor, cond, cond_mask=None):
         emb = self.embedding(t, sensor, cond, cond_mask)
-        h = self.inp(torch.cat([x, self.coords.expand(len(x), -1, -1, -1).to(x.dtype)], 1))
+        h = self.inp(torch.cat([x, self.coords.expand(x.shape[0], -1, -1, -1).to(x.dtype)], 1))
         hs = [h]
         for i, blocks in enumerate(self.down):
             for b in blocks:
