@@ -37,3 +37,14 @@ def tiny_smc(rng):
 @pytest.fixture
 def tiny_conditions(rng):
     return Conditions(rng.random((4, 6)), ("lumi", "her_current", "ler_current", "her_vacuum", "ler_vacuum", "injection"))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """2 shared CPU cores: 1 torch thread is faster and makes in-process and subprocess runs equal."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -20,12 +20,6 @@ from b2bkg.training import Family, TrainConfig, register  # noqa: E402
 from b2bkg.training.registry import unregister  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

@@ -30,12 +30,6 @@ TINY = {
 ALTERED = EclSimConfig(detector=EclDetectorConfig(payload_seed=7, noise_rms_min_adu=13.0, noise_rms_max_adu=19.0))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,6 @@ from b2bkg.training import Family, TrainConfig, register, train
 from b2bkg.training.toy import make_toy_data
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

@@ -24,13 +24,6 @@ from b2bkg.training.trainer import derived_seed, lr_factor
 FAST = ["log_every=5", "val_events=1000", "lr=0.005", "ema_decay=0.8"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """2 shared CPU cores: 1 torch thread is faster and makes in-process and subprocess runs equal."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

@@ -218,7 +218,20 @@ class SensorEncoder(nn.Module):
         return torch.cat([h.mean((-2, -1)), h.amax((-2, -1))], 1)  # (N, 2F)
 
 
-class EventGenerator(nn.Module):
+
+class EventNoiseMixin:
+    """Per-event noise inputs of a generator whose ``trunk`` is a :class:`NoisyUpTrunk` run over
+    the 40 sensors of each event (shared by the event-level GAN and the IEA-GAN)."""
+
+    def noise_shapes(self) -> list[tuple[int, ...]]:
+        """Shapes of the per-event noise inputs: (40, noise_channels, h, w) each."""
+        return [(N_SENSORS, *s) for s in self.trunk.noise_shapes()]
+
+    def draw_noise(self, batch: int, device=None) -> list[torch.Tensor]:
+        """Training noise from torch's global RNG."""
+        return [torch.randn(batch, *s, device=device) for s in self.noise_shapes()]
+
+class EventGenerator(EventNoiseMixin, nn.Module):
     """Event latent -> all 40 sensor images at once.
 
     ``forward(z, noise)``: z (B, latent_dim), noise list as :meth:`draw_noise` gives ->
@@ -239,14 +252,6 @@ class EventGenerator(nn.Module):
         self.trunk = NoisyUpTrunk(c0, cfg.channels, cfg.base_grid, cfg.noise_channels, cfg.sensor_dim, cfg.cell_channels,
                                   cfg.out_bias_init)
         self.register_buffer("sensors", torch.arange(N_SENSORS), persistent=False)
-
-    def noise_shapes(self) -> list[tuple[int, ...]]:
-        """Shapes of the per-event noise inputs: (40, noise_channels, h, w) each."""
-        return [(N_SENSORS, *s) for s in self.trunk.noise_shapes()]
-
-    def draw_noise(self, batch: int, device=None) -> list[torch.Tensor]:
-        """Training noise from torch's global RNG."""
-        return [torch.randn(batch, *s, device=device) for s in self.noise_shapes()]
 
     def forward(self, z: torch.Tensor, noise: list[torch.Tensor]) -> torch.Tensor:
         cfg, b = self.cfg, z.shape[0]

@@ -55,7 +55,7 @@ from b2bkg.core.errors import ConfigError
 from b2bkg.io.events import N_SENSORS
 from b2bkg.training.registry import Family, register
 
-from .event_gan import NoisyUpTrunk, SensorEncoder, _check_trunk, _draw_event_latents
+from .event_gan import EventNoiseMixin, NoisyUpTrunk, SensorEncoder, _check_trunk, _draw_event_latents
 from .pxd_data import EventImageBatches, PxdImageGanConfig, images_to_digits, load_digits, soft_zero_suppress, validate_digits
 
 __all__ = ["IeaGanConfig", "IeaGenerator", "IeaDiscriminator", "PxdIeaGan", "intra_event_loss", "uniformity_loss"]
@@ -120,7 +120,7 @@ class IeaGanConfig(PxdImageGanConfig):
             raise ConfigError(f"critic_channels: {self.critic_channels} must be a non-empty list of positive integers")
 
 
-class IeaGenerator(nn.Module):
+class IeaGenerator(EventNoiseMixin, nn.Module):
     """Per-sensor noise + sensor embedding -> transformer across sensors -> 40 conditioned images.
 
     ``forward(z, noise)``: z (B, 40, latent_dim), noise as :meth:`draw_noise` -> (B, 40, fr*fc, R, C) in [-1, 1].
@@ -136,12 +136,6 @@ class IeaGenerator(nn.Module):
         self.dense = nn.Linear(2 * e, c0 * cfg.base_grid[0] * cfg.base_grid[1])
         self.trunk = NoisyUpTrunk(c0, cfg.channels, cfg.base_grid, cfg.noise_channels, 2 * e, cfg.cell_channels, cfg.out_bias_init)
         self.register_buffer("sensors", torch.arange(N_SENSORS), persistent=False)
-
-    def noise_shapes(self) -> list[tuple[int, ...]]:
-        return [(N_SENSORS, *s) for s in self.trunk.noise_shapes()]
-
-    def draw_noise(self, batch: int, device=None) -> list[torch.Tensor]:
-        return [torch.randn(batch, *s, device=device) for s in self.noise_shapes()]
 
     def forward(self, z: torch.Tensor, noise: list[torch.Tensor]) -> torch.Tensor:
         cfg, b = self.cfg, z.shape[0]
