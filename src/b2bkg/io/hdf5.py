@@ -17,13 +17,13 @@ from b2bkg.core.errors import SchemaError
 from .events import (
     N_CRYSTALS, N_SAMPLES, PXD_FIELDS, SMC_PARTICLE_FIELDS, Conditions, EclWaveforms, PxdDigits, SmcEvents, check_offsets,
 )
-from .schema import GROUP_ORDER, check_dtype, parse_schema_tag
+from .schema import GROUP_ORDER, BackendReader, BackendWriter, check_dtype, parse_schema_tag, unreadable
 
 _HIT_CHUNK = 1 << 16
 _COMPRESSION = dict(compression="lzf", shuffle=True)
 
 
-class H5Writer:
+class H5Writer(BackendWriter):
     """Appends chunks of events to a new HDF5 file."""
 
     def __init__(self, path):
@@ -72,21 +72,13 @@ class H5Writer:
             self.f.attrs[k] = v
         self.f.close()
 
-    def abort(self) -> None:
-        try:
-            self.f.close()
-        except Exception:
-            pass
 
 
-def _unreadable(file, dataset, e) -> SchemaError:
-    return SchemaError(file, dataset, f"unreadable, the file is truncated or corrupt ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
-
-
-class H5Reader:
+class H5Reader(BackendReader):
     """Validating, streaming reader of one HDF5 file (only the requested events are read)."""
 
     format = "hdf5"
+    _read_errors = (OSError, KeyError, RuntimeError)
 
     def __init__(self, path):
         self.path = str(path)
@@ -106,7 +98,7 @@ class H5Reader:
         try:
             attrs = dict(self.f.attrs)
         except Exception as e:  # pragma: no cover - h5py-specific corruption
-            raise _unreadable(self.path, None, e) from None
+            raise unreadable(self.path, None, e) from None
         self.meta = {k: (v.decode() if isinstance(v, bytes) else v.item() if hasattr(v, "item") else v) for k, v in attrs.items()}
         data_groups = parse_schema_tag(self.meta.get("schema"), self.path)
         if "n_events" not in self.meta:
@@ -169,7 +161,7 @@ class H5Reader:
         except SchemaError:
             raise
         except (OSError, KeyError, RuntimeError) as e:
-            raise _unreadable(self.path, group, e) from None
+            raise unreadable(self.path, group, e) from None
 
     def _condition_names(self):
         raw = self.f["conditions"].attrs.get("names")
@@ -182,14 +174,6 @@ class H5Reader:
         return tuple(names)
 
     # -- reading ------------------------------------------------------------------------------
-    def read(self, group: str, start: int, stop: int):
-        try:
-            return self._read(group, start, stop)
-        except SchemaError:
-            raise
-        except (OSError, KeyError, RuntimeError) as e:
-            raise _unreadable(self.path, group, e) from None
-
     def _read(self, group, start, stop):
         g = self.f[group]
         if group in ("pxd", "smc"):
@@ -208,10 +192,4 @@ class H5Reader:
             obj = Conditions(g["values"][start:stop], self._condition_names())
         else:
             raise SchemaError(self.path, group, "unknown group")
-        obj.validate(self.path)
         return obj
-
-    def close(self):
-        f = getattr(self, "f", None)
-        if f is not None:
-            f.close()

@@ -21,7 +21,7 @@ from b2bkg.core.errors import SchemaError
 from .events import (
     N_CRYSTALS, N_SAMPLES, PXD_FIELDS, SMC_PARTICLE_FIELDS, Conditions, EclWaveforms, PxdDigits, SmcEvents,
 )
-from .schema import GROUP_ORDER, check_dtype, parse_schema_tag, smc_per_event_dtype
+from .schema import GROUP_ORDER, BackendReader, BackendWriter, check_dtype, parse_schema_tag, smc_per_event_dtype, unreadable
 
 _COUNTERS = {"pxd": "n_hits", "smc": "n_particles"}
 _BLOCK = {"pxd": 100, "smc": 100, "ecl": 10, "conditions": 1000}
@@ -31,7 +31,7 @@ def _jagged(values: np.ndarray, offsets: np.ndarray) -> ak.Array:
     return ak.Array(ak.contents.ListOffsetArray(ak.index.Index64(offsets), ak.contents.NumpyArray(values)))
 
 
-class RootWriter:
+class RootWriter(BackendWriter):
     def __init__(self, path):
         self.path = str(path)
         self.f = uproot.recreate(path, compression=uproot.ZSTD(1))
@@ -80,19 +80,9 @@ class RootWriter:
         self.f["b2bkg_meta"] = json.dumps(meta)
         self.f.close()
 
-    def abort(self) -> None:
-        try:
-            self.f.close()
-        except Exception:
-            pass
 
 
-def _fail(file, dataset, e) -> SchemaError:
-    msg = str(e).splitlines()[0] if str(e) else ""
-    return SchemaError(file, dataset, f"unreadable, the file is truncated or corrupt ({type(e).__name__}: {msg[:200]})")
-
-
-class RootReader:
+class RootReader(BackendReader):
     """Validating, streaming reader of one ROOT file written in the b2bkg layout."""
 
     format = "root"
@@ -125,7 +115,7 @@ class RootReader:
         try:
             self.meta = json.loads(str(self.f["b2bkg_meta"]))
         except Exception as e:
-            raise _fail(self.path, "b2bkg_meta", e) from None
+            raise unreadable(self.path, "b2bkg_meta", e) from None
         data_groups = parse_schema_tag(self.meta.get("schema"), self.path)
         self.n_events = int(self.meta.get("n_events", -1))
         for g in data_groups:
@@ -138,7 +128,7 @@ class RootReader:
                 t = self.f[g]
                 n = t.num_entries
             except Exception as e:
-                raise _fail(self.path, g, e) from None
+                raise unreadable(self.path, g, e) from None
             if n != self.n_events:
                 raise SchemaError(self.path, g, f"{n} entries but n_events = {self.n_events}")
             self.trees[g] = t
@@ -161,59 +151,49 @@ class RootReader:
             for k in keys:
                 check_dtype(self.path, group, "values", tree[k].interpretation.numpy_dtype if hasattr(tree[k].interpretation, "numpy_dtype") else np.float32)
 
-    def read(self, group: str, start: int, stop: int):
+    def _read(self, group: str, start: int, stop: int):
         tree = self.trees[group]
-        try:
-            if group in ("pxd", "smc"):
-                fields = PXD_FIELDS if group == "pxd" else SMC_PARTICLE_FIELDS
-                names = [k for k in tree.keys() if k != _COUNTERS[group]]
-                arrs = tree.arrays(names, entry_start=start, entry_stop=stop, library="ak", how=dict)
-                flat = {}
-                offsets = None
-                for k in fields:
-                    counts = ak.to_numpy(ak.num(arrs[k], axis=1)).astype(np.int64)
-                    content = ak.to_numpy(ak.flatten(arrs[k], axis=1))
-                    check_dtype(self.path, group, k, content.dtype)
-                    o = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-                    if offsets is None:
-                        offsets = o
-                    elif not np.array_equal(o, offsets):
-                        raise SchemaError(self.path, f"{group}/{k}", "jagged lengths differ from the other branches of the tree")
-                    flat[k] = content
-                if group == "pxd":
-                    obj = PxdDigits(offsets, *(flat[k] for k in PXD_FIELDS))
-                else:
-                    per = {}
-                    for k in names:
-                        if k in fields:
-                            continue
-                        v = ak.to_numpy(arrs[k])
-                        check_dtype(self.path, group, k, v.dtype)
-                        per[k] = v
-                    obj = SmcEvents(offsets, flat, per)
-            elif group == "ecl":
-                w = tree["waveforms"].array(entry_start=start, entry_stop=stop, library="np")
-                check_dtype(self.path, "ecl", "waveforms", w.dtype)
-                if w.shape[1:] != (N_CRYSTALS, N_SAMPLES):
-                    raise SchemaError(self.path, "ecl/waveforms", f"shape {w.shape} is not (n, {N_CRYSTALS}, {N_SAMPLES})")
-                obj = EclWaveforms(w)
-            elif group == "conditions":
-                names = list(tree.keys())
-                cols = tree.arrays(names, entry_start=start, entry_stop=stop, library="np")
-                for k in names:
-                    check_dtype(self.path, group, "values", cols[k].dtype)
-                values = np.stack([cols[k] for k in names], axis=1) if names else np.zeros((stop - start, 0), np.float32)
-                obj = Conditions(values, names)
+        if group in ("pxd", "smc"):
+            fields = PXD_FIELDS if group == "pxd" else SMC_PARTICLE_FIELDS
+            names = [k for k in tree.keys() if k != _COUNTERS[group]]
+            arrs = tree.arrays(names, entry_start=start, entry_stop=stop, library="ak", how=dict)
+            flat = {}
+            offsets = None
+            for k in fields:
+                counts = ak.to_numpy(ak.num(arrs[k], axis=1)).astype(np.int64)
+                content = ak.to_numpy(ak.flatten(arrs[k], axis=1))
+                check_dtype(self.path, group, k, content.dtype)
+                o = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+                if offsets is None:
+                    offsets = o
+                elif not np.array_equal(o, offsets):
+                    raise SchemaError(self.path, f"{group}/{k}", "jagged lengths differ from the other branches of the tree")
+                flat[k] = content
+            if group == "pxd":
+                obj = PxdDigits(offsets, *(flat[k] for k in PXD_FIELDS))
             else:
-                raise SchemaError(self.path, group, "unknown group")
-        except SchemaError:
-            raise
-        except Exception as e:
-            raise _fail(self.path, group, e) from None
-        obj.validate(self.path)
+                per = {}
+                for k in names:
+                    if k in fields:
+                        continue
+                    v = ak.to_numpy(arrs[k])
+                    check_dtype(self.path, group, k, v.dtype)
+                    per[k] = v
+                obj = SmcEvents(offsets, flat, per)
+        elif group == "ecl":
+            w = tree["waveforms"].array(entry_start=start, entry_stop=stop, library="np")
+            check_dtype(self.path, "ecl", "waveforms", w.dtype)
+            if w.shape[1:] != (N_CRYSTALS, N_SAMPLES):
+                raise SchemaError(self.path, "ecl/waveforms", f"shape {w.shape} is not (n, {N_CRYSTALS}, {N_SAMPLES})")
+            obj = EclWaveforms(w)
+        elif group == "conditions":
+            names = list(tree.keys())
+            cols = tree.arrays(names, entry_start=start, entry_stop=stop, library="np")
+            for k in names:
+                check_dtype(self.path, group, "values", cols[k].dtype)
+            values = np.stack([cols[k] for k in names], axis=1) if names else np.zeros((stop - start, 0), np.float32)
+            obj = Conditions(values, names)
+        else:
+            raise SchemaError(self.path, group, "unknown group")
         return obj
 
-    def close(self):
-        f = getattr(self, "f", None)
-        if f is not None:
-            f.close()

@@ -21,7 +21,7 @@ GROUP_ORDER = ("pxd", "ecl", "smc", "conditions")
 H5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 ROOT_SUFFIXES = (".root",)
 
-__all__ = ["file_format", "schema_tag", "parse_schema_tag", "make_meta", "check_dtype", "GROUP_ORDER", "smc_per_event_dtype"]
+__all__ = ["BackendReader", "BackendWriter", "unreadable", "file_format", "schema_tag", "parse_schema_tag", "make_meta", "check_dtype", "GROUP_ORDER", "smc_per_event_dtype"]
 
 
 def file_format(path: str | Path) -> str:
@@ -113,3 +113,48 @@ def check_dtype(file: str, group: str, name: str, dtype) -> None:
 
 
 ECL_SHAPE = (N_CRYSTALS, N_SAMPLES)
+
+
+def unreadable(file: str, dataset, exc: BaseException) -> SchemaError:
+    """The one-line error for a dataset that cannot be read (truncated or corrupt file)."""
+    msg = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return SchemaError(file, dataset, f"unreadable, the file is truncated or corrupt ({type(exc).__name__}: {msg})")
+
+
+class BackendWriter:
+    """What the HDF5 and ROOT writers share: ``self.f`` is the open file."""
+
+    def abort(self) -> None:
+        """Close the half-written file without raising (the atomic writer then deletes it)."""
+        try:
+            self.f.close()
+        except Exception:
+            pass
+
+
+class BackendReader:
+    """What the HDF5 and ROOT readers share: ``read`` wraps the backend's ``_read`` so any library
+    error becomes a one-line :class:`SchemaError`, and validates the container it returns."""
+
+    path: str
+    #: library exceptions that mean "this part of the file cannot be read"
+    _read_errors: tuple[type[BaseException], ...] = (Exception,)
+
+    def _read(self, group: str, start: int, stop: int):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def read(self, group: str, start: int, stop: int):
+        """Events ``[start, stop)`` of ``group`` as a validated container."""
+        try:
+            obj = self._read(group, start, stop)
+        except SchemaError:
+            raise
+        except self._read_errors as e:
+            raise unreadable(self.path, group, e) from None
+        obj.validate(self.path)
+        return obj
+
+    def close(self) -> None:
+        f = getattr(self, "f", None)
+        if f is not None:
+            f.close()
