@@ -190,10 +190,16 @@ def test_family_export_matches_pytorch(key, tmp_path, request):
         with torch.no_grad():
             ref = run.family.sample(run.modules, run.cfg, events, 7, cpu)["pxd"]
         got = onnx_generate(s, events, 7)["pxd"]
-        np.testing.assert_array_equal(got.offsets, ref.offsets)
-        for f in ("sensor", "ucell", "vcell"):
-            np.testing.assert_array_equal(getattr(got, f), getattr(ref, f))
-        np.testing.assert_allclose(got.charge, ref.charge, atol=1)
+        # float32 sums differ by ~1e-5 between the runtimes, so a pixel sitting exactly at the 7-ADU
+        # edge may flip: the same pixels up to 1e-3 of them, and the same charges (+-1 ADU) on those
+        n_got, n_ref = np.diff(got.offsets), np.diff(ref.offsets)
+        np.testing.assert_allclose(n_got, n_ref, rtol=1e-3)
+        key = lambda d: ((np.repeat(np.arange(d.n_events), np.diff(d.offsets)) * 40 + d.sensor.astype(np.int64)) * 250
+                         + d.ucell) * 768 + d.vcell
+        k_got, k_ref = key(got), key(ref)
+        common, i_got, i_ref = np.intersect1d(k_got, k_ref, return_indices=True)
+        assert len(common) >= (1 - 1e-3) * max(len(k_got), len(k_ref))
+        assert np.abs(got.charge[i_got].astype(int) - ref.charge[i_ref].astype(int)).max(initial=0) <= 1
         a, b = s.sample(np.arange(2), 1)["images"], s.sample(np.arange(2), 2)["images"]
         assert np.abs(a - b).max() > 1e-4  # the latents matter
 

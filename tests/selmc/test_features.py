@@ -8,8 +8,8 @@ import pytest
 from b2bkg.core.errors import ConfigError
 from b2bkg.io.events import SmcEvents
 from b2bkg.selmc.features import (
-    CLOSE_TOKEN, N_PARTICLE_FEATURES, N_SPECIAL, NO_MOTHER, OPEN_TOKEN, PAD, UNK, default_vocabulary, event_features, labels,
-    pdg_to_index, tree_structure,
+    CLOSE_TOKEN, FEATURE_NAMES, N_PARTICLE_FEATURES, N_SPECIAL, NO_MOTHER, OPEN_TOKEN, PAD, UNK, default_vocabulary, event_features,
+    labels, pdg_to_index, tree_structure, visibility,
 )
 
 
@@ -53,7 +53,7 @@ def test_event_features_padding_and_content():
     assert f["pdg"][1, 1] == UNK
     # features: E (column 3), final-state flag (last column), vertex asinh(0.01 cm / 0.01 cm)
     assert f["x"][0, :6, 3].tolist() == [1, 2, 3, 4, 5, 6]
-    assert f["x"][0, :6, -1].tolist() == [0, 0, 1, 1, 1, 1]
+    assert f["x"][0, :6, FEATURE_NAMES.index("final_state")].tolist() == [0, 0, 1, 1, 1, 1]
     assert f["x"][0, 3, 7] == pytest.approx(np.arcsinh(1.0), rel=1e-5)
     # decay string: 511 ( -411 ( 321 -211 -211 ) 211 )
     t = pdg_to_index(np.array([511, -411, 321, -211, 211]), vocab)
@@ -81,3 +81,21 @@ def test_labels():
     assert labels(ev, ["fei_b0"]).tolist() == [[1.0], [0.0]]
     with pytest.raises(ConfigError, match="passed_fei_bplus"):
         labels(ev, ["fei_bplus"])
+
+
+def test_visibility():
+    """B+ -> (anti-D0 -> K+ pi- nu_e-like invisible) pi+ gamma: acceptance flags and invisible energy."""
+    pdg = np.array([521, -421, 211, 321, -211, 12, 22, 211], np.int32)
+    mother = np.array([-1, 0, 0, 1, 1, 1, 0, 0], np.int32)
+    n = len(pdg)
+    parts = {k: np.zeros(n, np.float32) for k in ("px", "py", "pz", "energy", "vx", "vy", "vz", "time")}
+    parts["px"][:] = 0.5
+    parts["pz"][:] = 0.5  # 45 deg, pT 0.5 GeV: inside acceptance
+    parts["pz"][7] = 50.0  # the last pion flies down the beam pipe
+    parts["energy"][:] = [5.3, 2.0, 0.6, 0.8, 0.4, 0.5, 0.7, 50.0]
+    parts.update(pdg=pdg, mother=mother)
+    vis, n_vis, inv = visibility(SmcEvents(np.array([0, n]), parts, {}))
+    assert vis.tolist() == [0, 0, 1, 1, 1, 0, 1, 0]
+    assert n_vis.tolist() == [4, 2, 1, 1, 1, 0, 1, 0]
+    assert inv[1] == pytest.approx(0.5 / 2.0) and inv[5] == 1.0 and inv[2] == 0.0
+    assert inv[0] == pytest.approx(1.0)  # (0.5 + 50) / 5.3, clipped to 1

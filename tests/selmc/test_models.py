@@ -31,15 +31,15 @@ def data_file(events, tmp_path_factory):
     return path
 
 
-def _net(arch):
+def _net(arch, count_channels=0):
     torch.manual_seed(0)
     return SmcNet(arch, 2, torch.tensor(np.array(default_vocabulary())), N_PARTICLE_FEATURES, emb_dim=4, channels=8, hidden=8,
-                  n_layers=2, heads=2)
+                  n_layers=2, heads=2, count_channels=count_channels)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-def test_contract(arch, events):
-    net = _net(arch)
+@pytest.mark.parametrize("arch,count_channels", [(a, 0) for a in ARCHS] + [("seed", 4), ("gnn", 4)])
+def test_contract(arch, count_channels, events):
+    net = _net(arch, count_channels)
     feats = event_features(events.slice(0, 8), max_particles=96, max_tokens=192)
     batch = to_batch(feats)
     logits = net(batch)
@@ -98,3 +98,20 @@ def test_train_and_reload(arch, decorr, data_file, events, tmp_path):
 def test_load_run_errors(tmp_path):
     with pytest.raises(ModelError, match="config.yaml"):
         load_run(tmp_path)
+
+
+def test_count_branch_sees_multiplicity(events):
+    """Mean pools cannot tell an event from the same particles twice; the summed counting branch can."""
+    net = _net("conv", count_channels=4).eval()
+    feats = event_features(events.slice(0, 1), max_particles=96, max_tokens=192)
+    b = to_batch(feats)
+    with torch.no_grad():
+        _check_counts(net, b)
+
+
+def _check_counts(net, b):
+    part = torch.cat([net.pdg_emb(b["pdg"]), net.mother_emb(b["mother_pdg"]), b["x"]], -1)
+    one = (net.counter(part) * b["mask"].unsqueeze(-1)).sum(1)
+    two = (net.counter(torch.cat([part, part], 1)) * torch.cat([b["mask"], b["mask"]], 1).unsqueeze(-1)).sum(1)
+    torch.testing.assert_close(two, 2 * one)
+    assert float(one.sum()) > 0

@@ -52,6 +52,18 @@ def test_real_randomness_and_reproducibility(mixed, result):
     assert (result["n_tracks"] != other["n_tracks"]).any()
 
 
+def test_decision_driven_by_the_event(mixed, result):
+    """Loose PID lists and candidates built from the event's own particles: an event that passes
+    once passes again far more often than the average event (but not always, see above)."""
+    keys = event_keys(11, "smc.skim", 0, N)
+    again = [run_skims(mixed, repeat_keys(keys, r)) for r in (2, 3)]
+    for s in SKIMS:
+        a = result[f"passed_{s}"]
+        re_pass = np.mean([(a & b[f"passed_{s}"]).sum() / a.sum() for b in again])
+        assert re_pass > 0.35, (s, re_pass)
+        assert re_pass > 6 * a.mean(), (s, re_pass)
+
+
 def test_detector_acceptance_and_smearing(mixed):
     det = detector(mixed, event_keys(11, "smc.skim", 0, N), SkimConfig())
     th = det["tracks"]["theta"]

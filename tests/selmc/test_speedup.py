@@ -8,7 +8,8 @@ from scipy import stats
 
 from b2bkg.selmc.bias import compare_samples, quantile_edges, weighted_chi2, weighted_hist
 from b2bkg.selmc.speedup import (
-    SEED_COST_HS06, efficiency_at_retention, expected_speedup, perfect_speedup, realized_speedup, roc_auc,
+    SEED_COST_HS06, efficiency_at_retention, expected_speedup, infer_repeats, oracle_probability, perfect_speedup, realized_speedup,
+    roc_auc, scan_scale,
 )
 
 C_ALL = 0.79 + 0.11 + 47.23 + 26.77
@@ -109,3 +110,42 @@ def test_compare_samples_pass_count():
     assert set(res) >= {"mbc", "delta_e", "tag_p", "n_tracks", "n_clusters", "e_visible", "pass_count"}
     assert abs(res["pass_count"]["ratio"] - 1) < 0.15
     assert all(res[k]["p_value"] > 1e-4 for k in ("mbc", "delta_e", "tag_p", "e_visible"))
+
+
+def _bimodal_population(n=40000, seed=3):
+    """True pass probabilities: most events ~0.003, 6 % likely passers ~0.6 (what the emulator gives)."""
+    rng = np.random.default_rng(seed)
+    hi = rng.random(n) < 0.06
+    q = np.where(hi, rng.beta(6, 4, n), rng.beta(0.3, 100, n))
+    return q, rng
+
+
+def test_oracle_probability_beats_raw_fraction():
+    q, rng = _bimodal_population()
+    K = 8
+    frac = (rng.binomial(K, q) / K).astype(np.float32)
+    assert infer_repeats(frac) == K
+    est = oracle_probability(frac)
+    assert est.min() > 0 and est.max() < 1
+    # one value per k, increasing in k
+    ks = np.rint(frac * K).astype(int)
+    table = np.array([est[ks == k][0] for k in np.unique(ks)])
+    assert np.all(np.diff(table) > 0)
+    # closer to the truth than k/K, and the events with k = 0 get about their true mean
+    assert np.mean((est - q) ** 2) < 0.8 * np.mean((frac - q) ** 2)
+    assert est[ks == 0][0] == pytest.approx(q[ks == 0].mean(), rel=0.3)
+    # the filter with the posterior mean gains more than with the raw fraction
+    passed = rng.random(len(q)) < q
+    sp_raw = expected_speedup(np.clip(1.5 * np.sqrt(frac), 0.01, 1), passed)["speedup"]
+    sp_eb = expected_speedup(np.clip(1.5 * np.sqrt(est), 0.01, 1), passed)["speedup"]
+    assert sp_eb > 1.2 * sp_raw
+
+
+def test_sqrt_keep_map_beats_identity_for_calibrated_scores():
+    q, rng = _bimodal_population(seed=5)
+    passed = rng.random(len(q)) < q
+    ident = expected_speedup(np.clip(q, 0.01, 1), passed)["speedup"]
+    rows = scan_scale(q, passed, 0.01)
+    best = max(r["speedup"] for r in rows)
+    assert best > 1.2 * ident
+    assert [r["scale"] for r in rows][int(np.argmax([r["speedup"] for r in rows]))] in (1.0, 1.5, 2.0)

@@ -233,7 +233,7 @@ def _export(spec: ExportSpec, path: Path, exporter: str, opset: int, notes: list
 
 
 def export_onnx(run_dir, out, *, exporter: str = "auto", opset: int = 17, weights: str = "auto",
-                check_batch: int = 3, rtol: float = 1e-4, atol: float = 1e-5) -> dict:
+                check_batch: int = 3, rtol: float = 1e-4, atol: float = 1e-4) -> dict:
     """Export the sampling network of the run folder ``run_dir`` to ``out`` (``.onnx``), atomically.
 
     Args:

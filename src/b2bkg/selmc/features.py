@@ -15,7 +15,13 @@ Particle features (``x``, float32, F = :data:`N_PARTICLE_FEATURES` per particle)
 ``px, py, pz, E`` (GeV, lab), ``pT`` (GeV), ``cos(theta)``, ``log(1 + p / GeV)``,
 ``asinh(vx / 0.01 cm), asinh(vy / 0.01 cm), asinh(vz / 0.01 cm)`` (production vertex),
 ``asinh(t / 0.001 ns)`` (production time), ``number of daughters / 4``, ``depth in the tree / 4``,
-``final state`` (1 if no daughters). The asinh compresses vertices from 1 um to metres (K_L, K_S).
+``final state`` (1 if no daughters), then three detector-acceptance summaries of the particle's
+decay tree (:func:`visibility`): ``visible`` (a final-state e, mu, pi, K, p with pT > 0.1 GeV in
+17-150 deg or a photon above 30 MeV in 12.4-155.1 deg), ``visible descendants / 10`` and
+``invisible energy fraction`` (energy of final-state descendants the detector cannot use: neutrinos,
+K_L, neutrons, particles outside acceptance, over the particle's energy; for a final-state particle
+1 - visible). A B whose invisible fraction is ~0 can become a correctly reconstructed tag; these
+are functions of the generator-level tree only. The asinh compresses vertices from 1 um to metres (K_L, K_S).
 
 Example:
     >>> from b2bkg.selmc.simulate import iter_smc_chunks
@@ -36,13 +42,13 @@ from b2bkg.io.events import SmcEvents
 
 __all__ = [
     "PAD", "UNK", "NO_MOTHER", "OPEN_TOKEN", "CLOSE_TOKEN", "N_SPECIAL", "N_PARTICLE_FEATURES", "FEATURE_NAMES",
-    "default_vocabulary", "pdg_to_index", "tree_structure", "event_features", "labels",
+    "default_vocabulary", "pdg_to_index", "tree_structure", "visibility", "event_features", "labels",
 ]
 
 PAD, UNK, NO_MOTHER, OPEN_TOKEN, CLOSE_TOKEN = 0, 1, 2, 3, 4
 N_SPECIAL = 5
 FEATURE_NAMES = ("px", "py", "pz", "energy", "pt", "cos_theta", "log1p_p", "asinh_vx", "asinh_vy", "asinh_vz",
-                 "asinh_time", "n_daughters", "depth", "final_state")
+                 "asinh_time", "n_daughters", "depth", "final_state", "visible", "n_visible_desc", "invisible_frac")
 N_PARTICLE_FEATURES = len(FEATURE_NAMES)
 VERTEX_SCALE_CM = 0.01
 TIME_SCALE_NS = 0.001
@@ -97,6 +103,37 @@ def tree_structure(events: SmcEvents) -> tuple[np.ndarray, np.ndarray]:
     return n_dau, depth
 
 
+def visibility(events: SmcEvents) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Acceptance summaries of every particle (see the module docstring), each (n_particles,) float64:
+    ``visible`` (0/1), number of visible final-state descendants (itself for a final-state particle)
+    and the invisible fraction of its energy."""
+    off = events.offsets
+    n_part = int(off[-1])
+    evi = np.repeat(np.arange(events.n_events), np.diff(off))
+    P = events.particles
+    mother = P["mother"].astype(np.int64)
+    gm = np.where(mother >= 0, off[evi] + np.maximum(mother, 0), -1)
+    leaf = np.bincount(gm[gm >= 0], minlength=n_part) == 0
+    apdg = np.abs(P["pdg"].astype(np.int64))
+    px, py, pz, e = (P[k].astype(np.float64) for k in ("px", "py", "pz", "energy"))
+    pt = np.hypot(px, py)
+    theta = np.degrees(np.arctan2(pt, pz))
+    charged = np.isin(apdg, (11, 13, 211, 321, 2212)) & (pt > 0.1) & (theta > 17.0) & (theta < 150.0)
+    photon = (apdg == 22) & (e > 0.03) & (theta > 12.4) & (theta < 155.1)
+    vis = (leaf & (charged | photon)).astype(np.float64)
+    inv_e = np.where(leaf, e * (1.0 - vis), 0.0)
+    n_vis, e_inv = vis.copy(), inv_e.copy()
+    anc = gm.copy()
+    for _ in range(64):
+        has = anc >= 0
+        if not has.any():
+            break
+        np.add.at(n_vis, anc[has], vis[has])
+        np.add.at(e_inv, anc[has], inv_e[has])
+        anc = np.where(has, gm[np.maximum(anc, 0)], -1)
+    return vis, n_vis, np.clip(np.divide(e_inv, e, out=np.zeros_like(e), where=e > 0), 0.0, 1.0)
+
+
 def _pad(values: np.ndarray, evi: np.ndarray, pos: np.ndarray, n: int, length: int, fill, dtype) -> np.ndarray:
     keep = pos < length
     out = np.full((n, length) + values.shape[1:], fill, dtype)
@@ -137,6 +174,7 @@ def event_features(events: SmcEvents, *, max_particles: int = 96, max_tokens: in
     pdg_idx = pdg_to_index(pdg, vocab)
     mpdg_idx = np.where(gm >= 0, pdg_idx[np.maximum(gm, 0)], NO_MOTHER)
     n_dau, depth = tree_structure(events)
+    vis, n_vis, inv_frac = visibility(events)
 
     px, py, pz, e = (P[k].astype(np.float64) for k in ("px", "py", "pz", "energy"))
     pt = np.hypot(px, py)
@@ -146,6 +184,7 @@ def event_features(events: SmcEvents, *, max_particles: int = 96, max_tokens: in
         px, py, pz, e, pt, cos_t, np.log1p(p),
         np.arcsinh(P["vx"] / VERTEX_SCALE_CM), np.arcsinh(P["vy"] / VERTEX_SCALE_CM), np.arcsinh(P["vz"] / VERTEX_SCALE_CM),
         np.arcsinh(P["time"] / TIME_SCALE_NS), n_dau / 4.0, depth / 4.0, (n_dau == 0).astype(np.float64),
+        vis, n_vis / 10.0, inv_frac,
     ], axis=1).astype(np.float32)  # (n_particles, F)
     mother_cut = np.where(mother < max_particles, mother, -1)
 

@@ -4,22 +4,31 @@ The decision depends on the whole event and keeps the randomness of the real cha
 read from the generator's truth beyond the final-state particles a detector would see:
 
 1. **Detector** (per final-state particle, random per event stream):
-   tracks (e, mu, pi, K, p) inside 17-150 deg with a pT-dependent efficiency (lower for
-   displaced production vertices), momentum smearing sigma(pT)/pT = 0.1 % pT (+) 0.3 %, and a PID
-   confusion matrix (e.g. K -> pi 10 %, pi -> K 5 %); photons inside the ECL (12.4-155.1 deg)
-   above 20 MeV with 97 % efficiency and sigma_E/E = 0.66 %/E (+) 0.81 %/E^(1/4) (+) 1.34 %;
+   tracks (e, mu, pi, K, p) inside 17-150 deg with a pT-dependent efficiency (plateau 95 %, lower
+   for displaced production vertices), momentum smearing sigma(pT)/pT = 0.1 % pT (+) 0.3 %, a
+   continuous hadron PID (log-likelihood ratio ln(L_K/L_pi) ~ N(+-3.5, 1.5) below 1 GeV, N(+-2.5,
+   1.5) above: ~1-5 % of kaons look more pion-like than kaon-like and vice versa) and a lepton-ID
+   matrix for the J/psi lists; photons inside the ECL (12.4-155.1 deg)
+   above 20 MeV with 97 % efficiency and sigma_E/E = 0.066 %/E (+) 0.81 %/E^(1/4) (+) 1.34 % (Belle ECL);
    tracks leave an ECL deposit (MIP, hadronic shower fraction, or full energy for electrons);
    K_L and neutrons leave a partial cluster with 60 % probability; plus Poisson(1.5)
    beam-background clusters.
 2. **Pre-cuts** (FEI hadronic skim): >= 3 clean tracks (pT > 0.1 GeV, 17-150 deg), >= 3 clean
    clusters (E > 0.1 GeV, 17-150 deg), visible energy in the CMS > 4 GeV, 2 < E_ECL < 7 GeV.
 3. **Tag B** from the *reconstructed* lists with full combinatorics (wrong combinations
-   included): pi0 -> gamma gamma, K_S -> pi+ pi-, D0 (K pi, K pi pi0, K 3pi, K_S pi pi),
+   included). As in the FEI, the charged-hadron lists are loose: every track enters the pion list
+   (pion mass) and the kaon list (kaon mass); PID does not decide whether a combination exists but
+   enters its likelihood (-2 ln kaonID or -2 ln pionID per daughter), so a given event yields
+   nearly the same candidates repeat after repeat and the per-repeat randomness is what a
+   detector really has (which tracks and photons are found, their smearing, PID and score spread).
+   Lists: pi0 -> gamma gamma, K_S -> pi+ pi-, D0 (K pi, K pi pi0, K 3pi, K_S pi pi),
    D+ (K pi pi, K_S pi, K K pi), D_s+ (K K pi, K_S K), J/psi (e e, mu mu), D*+ (D0 pi+, D+ pi0),
    D*0 (D0 pi0, D0 gamma), D_s*+ (D_s gamma), then B channels D(*) n pi, D(*) D_s(*), J/psi K(*)
    (:data:`CHANNELS`) with the charge of a B+ (``fei_bplus``) or B0 (``fei_b0``).
-   Each candidate gets a signal-probability-like score: channel prior x exp(-chi2/2) from the
-   intermediate mass pulls and Delta E, times a log-normal factor (the BDT's spread). The best
+   Intermediate lists keep their best candidates by mass pulls only (``n_best_*``). Each B
+   candidate gets a signal-probability-like score: channel prior x exp(-chi2/2) from the
+   intermediate mass pulls, Delta E (``de_sigma_gev``) and the daughters' PID (``pid_weight``),
+   times a log-normal factor (the BDT's spread, ``score_spread``). The best
    candidate passing Mbc > 5.24 GeV, |Delta E| < 0.2 GeV and score > ``sigprob_cut`` keeps the event.
 
 Randomness comes only from the event's skim key (``event_rng(seed, "smc.skim", i)``); repeats
@@ -78,8 +87,9 @@ class SkimConfig:
 
     theta_min_deg: float = 17.0
     theta_max_deg: float = 150.0
-    track_eff: float = 0.93
+    track_eff: float = 0.95
     photon_eff: float = 0.97
+    ecl_noise_term: float = 0.00066
     photon_min_gev: float = 0.02
     n_background_clusters: float = 1.5
     min_clean_tracks: int = 3
@@ -88,10 +98,15 @@ class SkimConfig:
     e_ecl_range_gev: tuple = (2.0, 7.0)
     mbc_min_gev: float = 5.24
     de_max_gev: float = 0.2
+    de_sigma_gev: float = 0.03
     sigprob_cut: float = 0.001
     d_window_gev: float = 0.05
-    loose_kaon_fraction: float = 0.25
-    prior_scale: tuple = (("fei_bplus", 3.0), ("fei_b0", 0.35))
+    pid_sep_low: float = 3.5
+    pid_sep_high: float = 2.5
+    pid_sigma: float = 1.5
+    pid_floor: float = 0.01
+    pid_weight: float = 1.0
+    prior_scale: tuple = (("fei_bplus", 1.2), ("fei_b0", 0.2))
     n_best_charm: int = 10
     n_best_bachelor: int = 20
     score_spread: float = 1.0
@@ -149,9 +164,14 @@ def detector(events: SmcEvents, keys: np.ndarray, cfg: SkimConfig) -> dict:
     t = np.nonzero(found)[0]
     tp3 = p3[t] * scale[t, None]
     tm = HYP_MASS[hyp[t]]
+    # hadron PID: log-likelihood ratio ln(L_K / L_pi) ~ N(+-mu(p), sigma) (dE/dx below 1 GeV, TOP/ARICH above)
+    mu_sep = np.where(pmag < 1.0, cfg.pid_sep_low, cfg.pid_sep_high)
+    sgn = np.where(pdg == 321, 1.0, np.where(pdg == 2212, 0.3, -1.0))
+    llr = sgn * mu_sep + cfg.pid_sigma * normal(k, local, _P_PID, 2)
+    kaon_id = 1.0 / (1.0 + np.exp(-np.clip(llr, -30, 30)))
     tracks = {
-        "ev": evi[t], "p4": np.concatenate([tp3, np.sqrt((tp3**2).sum(1) + tm**2)[:, None]], 1),
-        "q": charge[t], "hyp": hyp[t], "pt": pt[t] * scale[t], "theta": theta[t], "u_loose": uniform(k, local, _P_PID, 1)[t],
+        "ev": evi[t], "p3": tp3, "p4": np.concatenate([tp3, np.sqrt((tp3**2).sum(1) + tm**2)[:, None]], 1),
+        "q": charge[t], "hyp": hyp[t], "pt": pt[t] * scale[t], "theta": theta[t], "kaon_id": kaon_id[t],
     }
     # ECL clusters: photons, track deposits, K_L / n
     in_ecl = (theta > 12.4) & (theta < 155.1)
@@ -159,7 +179,7 @@ def detector(events: SmcEvents, keys: np.ndarray, cfg: SkimConfig) -> dict:
     u_ecl2 = uniform(k, local, _P_ECL, 1)
     dep = np.zeros(len(evi))
     is_g = leaf & (pdg == 22) & in_ecl & (e > cfg.photon_min_gev) & (uniform(k, local, _P_GAM) < cfg.photon_eff)
-    rel = np.sqrt((0.0066 / np.maximum(e, 1e-3)) ** 2 + (0.0081 / np.maximum(e, 1e-3) ** 0.25) ** 2 + 0.0134**2)
+    rel = np.sqrt((cfg.ecl_noise_term / np.maximum(e, 1e-3)) ** 2 + (0.0081 / np.maximum(e, 1e-3) ** 0.25) ** 2 + 0.0134**2)
     eg = e * (1.0 + rel * normal(k, local, _P_GAM))
     dep = np.where(is_g, np.maximum(eg, 0.0), dep)
     had = found & np.isin(pdg, (211, 321, 2212))
@@ -225,8 +245,9 @@ def _index_within(lst: dict, n: int, cap: int) -> None:
 
 
 # ---------------------------------------------------------------- candidate lists
-def _cand(ev, p4, q, mt, mg, chi2, n):
-    return {"ev": ev, "p4": p4, "q": q, "mt": mt, "mg": mg, "chi2": chi2, "last": np.arange(len(ev)), "n": n}
+def _cand(ev, p4, q, mt, mg, chi2, n, pid=None):
+    pid = np.zeros(len(ev)) if pid is None else pid
+    return {"ev": ev, "p4": p4, "q": q, "mt": mt, "mg": mg, "chi2": chi2, "pid": pid, "last": np.arange(len(ev)), "n": n}
 
 
 def _combine(A, B, same=False, after=False):
@@ -245,7 +266,7 @@ def _combine(A, B, same=False, after=False):
         keep &= ib > A["last"][ia]
     ia, ib = ia[keep], ib[keep]
     c = _cand(A["ev"][ia], A["p4"][ia] + B["p4"][ib], A["q"][ia] + B["q"][ib], A["mt"][ia] | B["mt"][ib],
-              A["mg"][ia] | B["mg"][ib], A["chi2"][ia] + B["chi2"][ib], n)
+              A["mg"][ia] | B["mg"][ib], A["chi2"][ia] + B["chi2"][ib], n, A["pid"][ia] + B["pid"][ib])
     c["last"] = ib
     c["ia"] = ia
     return c
@@ -289,7 +310,7 @@ def _cat(*lists):
     n = lists[0]["n"]
     ev = np.concatenate([c["ev"] for c in lists])
     o = np.argsort(ev, kind="stable")
-    out = {k: np.concatenate([c[k] for c in lists])[o] for k in ("ev", "p4", "q", "mt", "mg", "chi2")}
+    out = {k: np.concatenate([c[k] for c in lists])[o] for k in ("ev", "p4", "q", "mt", "mg", "chi2", "pid")}
     out["last"] = np.arange(len(o))
     out["n"] = n
     return out
@@ -300,11 +321,18 @@ def _build_lists(det: dict, cfg: SkimConfig) -> dict:
     w = cfg.d_window_gev
     tr, ph = det["tracks"], det["photons"]
     z64 = lambda k: np.zeros(k, np.uint64)  # noqa: E731
-    trk = _cand(tr["ev"], tr["p4"], tr["q"], tr["bit"], z64(len(tr["ev"])), np.zeros(len(tr["ev"])), n)
+    nt = len(tr["ev"])
     hyp = tr["hyp"]
-    # loose PID as in the FEI: a track may enter both the pion and the kaon list
-    pi = _sel(trk, hyp >= 2)
-    K = _sel(trk, (hyp >= 3) | ((hyp == 2) & (tr["u_loose"] < cfg.loose_kaon_fraction)))
+
+    def with_mass(m):
+        return np.concatenate([tr["p3"], np.sqrt((tr["p3"] ** 2).sum(1) + m**2)[:, None]], 1)
+
+    # loose PID as in the FEI (pionID, kaonID > 0.01 pre-cuts): every hadron track enters the pion list
+    # (pion mass) and the kaon list (kaon mass); its PID enters each candidate's -2 ln L
+    kid = np.clip(tr["kaon_id"], cfg.pid_floor, 1 - cfg.pid_floor)
+    trk = _cand(tr["ev"], tr["p4"], tr["q"], tr["bit"], z64(nt), np.zeros(nt), n)
+    pi = _cand(tr["ev"], with_mass(M_PI), tr["q"], tr["bit"], z64(nt), np.zeros(nt), n, -2 * np.log(1 - kid))
+    K = _cand(tr["ev"], with_mass(M_K), tr["q"], tr["bit"], z64(nt), np.zeros(nt), n, -2 * np.log(kid))
     lep = _sel(trk, hyp <= 1)
     g = _cand(ph["ev"], ph["p4"], np.zeros(len(ph["ev"]), np.int64), z64(len(ph["ev"])), ph["bit"], np.zeros(len(ph["ev"])), n)
     g = _sel(g, g["p4"][:, 3] > 0.03)
@@ -319,26 +347,37 @@ def _build_lists(det: dict, cfg: SkimConfig) -> dict:
     L["pipi0"] = _combine(pi, pi0)
     L["pipipi0"] = _combine(_sel(pipi, pipi["q"] == 0), pi0)
     Kpi = _combine(K, pi)
-    L["Kpi"] = _sel(Kpi, _mass(Kpi["p4"]) < 1.4)
+    m_kpi = _mass(Kpi["p4"])
+    L["Kpi"] = _sel(Kpi, m_kpi < 1.4)
     L["KSpi"] = _combine(ks, pi)
+
+    def neutral_below(c, m_c, m_max):
+        """Neutral sub-combinations light enough to end inside a D window (m(A+B) >= m(A) + m(B):
+        the same D candidates as without the cut, built faster)."""
+        return _sel(c, (c["q"] == 0) & (m_c < m_max))
+
+    m_pipi = _mass(pipi["p4"])
     # D mesons
     d0 = [
         _window(Kpi, M_D0, w, 0.006, charge=[0]),
-        _window(_combine(_sel(Kpi, Kpi["q"] == 0), pi0), M_D0, w, 0.012),
-        _window(_combine(_sel(Kpi, Kpi["q"] == 0), L["pipi"]), M_D0, w, 0.006, charge=[0]),
-        _window(_combine(ks, _sel(L["pipi"], L["pipi"]["q"] == 0)), M_D0, w, 0.007),
+        _window(_combine(neutral_below(Kpi, m_kpi, M_D0 + w - M_PI0), pi0), M_D0, w, 0.012),
+        _window(_combine(neutral_below(Kpi, m_kpi, M_D0 + w - 2 * M_PI), neutral_below(pipi, m_pipi, M_D0 + w - M_K - M_PI)),
+                M_D0, w, 0.006, charge=[0]),
+        _window(_combine(ks, neutral_below(pipi, m_pipi, M_D0 + w - M_KS)), M_D0, w, 0.007),
         _window(_combine(ks, pi0), M_D0, w, 0.015),
     ]
     D0 = _cat(*d0)
-    Kpipi = _combine(_sel(Kpi, Kpi["q"] == 0), pi)
+    Kpipi = _combine(neutral_below(Kpi, m_kpi, M_DP + w - M_PI), pi)
+    m_kpipi = _mass(Kpipi["p4"])
     KK = _combine(K, K, same=True)
-    KKpi = _combine(_sel(KK, KK["q"] == 0), pi)
+    KKpi = _combine(neutral_below(KK, _mass(KK["p4"]), M_DS + w - M_PI), pi)
+    kspi = _combine(ks, pi)
     Dp = _cat(
         _window(Kpipi, M_DP, w, 0.006, charge=[-1, 1]),
-        _window(_combine(ks, pi), M_DP, w, 0.007, charge=[-1, 1]),
+        _window(kspi, M_DP, w, 0.007, charge=[-1, 1]),
         _window(KKpi, M_DP, w, 0.006, charge=[-1, 1]),
-        _window(_combine(Kpipi, pi0), M_DP, w, 0.012, charge=[-1, 1]),
-        _window(_combine(_combine(ks, pi), pi0), M_DP, w, 0.012, charge=[-1, 1]),
+        _window(_combine(_sel(Kpipi, m_kpipi < M_DP + w - M_PI0), pi0), M_DP, w, 0.012, charge=[-1, 1]),
+        _window(_combine(_sel(kspi, _mass(kspi["p4"]) < M_DP + w - M_PI0), pi0), M_DP, w, 0.012, charge=[-1, 1]),
     )
     Ds = _cat(
         _window(KKpi, M_DS, w, 0.006, charge=[-1, 1]),
@@ -428,7 +467,7 @@ def run_skims(events: SmcEvents, keys: np.ndarray, cfg: SkimConfig | None = None
             if not loose.any():
                 continue
             ev = sub[B["ev"][loose]]
-            chi2 = B["chi2"][loose] + (d_e[loose] / 0.03) ** 2
+            chi2 = B["chi2"][loose] + (d_e[loose] / cfg.de_sigma_gev) ** 2 + cfg.pid_weight * B["pid"][loose]
             noise = np.exp(cfg.score_spread * normal(keys[ev], B["mt"][loose], B["mg"][loose], _P_SCORE, ci))
             score = np.clip(scale * prior * np.exp(-0.5 * np.minimum(chi2, 200.0)) * noise, 0.0, 1.0)
             ok = (m_bc[loose] > cfg.mbc_min_gev) & (np.abs(d_e[loose]) < cfg.de_max_gev) & (score > cfg.sigprob_cut)

@@ -14,8 +14,16 @@ current x86 server core scores ~10-15 HS06; we take 12).
 
 :func:`expected_speedup` uses expectations over the keep decisions (smooth curves: E[kept] =
 sum p, and for the passing events E[sum w] = N_pass, E[sum w^2] = sum 1/p); :func:`realized_speedup`
-uses the weights actually drawn. The seed's retention-limited maximum (a perfect classifier, no
-network cost) is ``c_all / (c_gen + r c_sim)`` at retention r: 19.4x at 4 % with the seed costs
+uses the weights actually drawn.
+
+The oracle ("the best any classifier can know") is the emulator's own pass probability: each
+held-out event is re-run K times (``pass_prob_<skim>`` = k/K) and :func:`oracle_probability`
+turns k/K into the empirical-Bayes posterior mean of the true probability (k/K = 0 for a passing
+event would otherwise force the weight 1/p_min). Network and oracle are compared with the *same*
+keep map :func:`b2bkg.selmc.weighting.keep_probability` (default ``clip(1.5 sqrt(q), p_min, 1)``).
+
+The seed's retention-limited maximum (a perfect classifier, no network cost) is
+``c_all / (c_gen + r c_sim)`` at retention r: 19.4x at 4 % with the seed costs
 (the issue quotes ~16x, i.e. 1 / (r + c_gen / c_all) with r ~ 5 %).
 """
 
@@ -27,11 +35,64 @@ import numpy as np
 
 __all__ = [
     "SEED_COST_HS06", "HS06_PER_CORE", "roc_auc", "efficiency_at_retention", "network_cost_s", "expected_speedup",
-    "realized_speedup", "perfect_speedup", "speedup_table", "plot_speedup",
+    "realized_speedup", "perfect_speedup", "speedup_table", "plot_speedup", "infer_repeats", "oracle_probability",
+    "scan_scale",
 ]
 
 SEED_COST_HS06 = {"overhead": 0.79, "generation": 0.11, "simulation": 47.23, "reconstruction": 26.77}
 HS06_PER_CORE = 12.0
+
+
+def infer_repeats(pass_prob: np.ndarray, max_repeats: int = 256) -> int:
+    """Number of oracle repeats K behind ``pass_prob`` (all values are multiples of 1/K)."""
+    q = np.asarray(pass_prob, np.float64)
+    for k in range(1, max_repeats + 1):
+        if np.allclose(q * k, np.rint(q * k), atol=1e-3):
+            return k
+    raise ValueError(f"pass_prob: values are not multiples of 1/K for any K <= {max_repeats}")
+
+
+def oracle_probability(pass_prob: np.ndarray, n_repeats: int | None = None, n_grid: int = 201, n_iter: int = 300) -> np.ndarray:
+    """Best estimate of each event's true pass probability from its K oracle repeats (empirical Bayes).
+
+    ``pass_prob = k/K`` is a noisy estimate: with K = 8 an event that passes one time in ten
+    shows 0 in 43 % of cases, and a filter keeping it with p_min would give a passing event the
+    weight 1/p_min. The best any classifier can know is the posterior mean E[q | k, K] under the
+    population's distribution of q, which is fitted here as a discrete prior on ``n_grid`` points
+    by the EM algorithm (non-parametric maximum likelihood, Laird 1978), from the repeats only.
+
+    Args:
+        pass_prob: (n,) fractions k/K of the repeats that passed.
+        n_repeats: K (default: inferred from the values).
+    Returns:
+        (n,) float64 posterior means, strictly inside (0, 1).
+    """
+    from scipy.stats import binom
+
+    q = np.asarray(pass_prob, np.float64)
+    K = int(n_repeats or infer_repeats(q))
+    k = np.clip(np.rint(q * K).astype(np.int64), 0, K)
+    cnt = np.bincount(k, minlength=K + 1).astype(np.float64)
+    g = np.linspace(0.0, 1.0, n_grid)
+    like = binom.pmf(np.arange(K + 1)[:, None], K, g[None, :])  # (K+1, G)
+    prior = np.full(n_grid, 1.0 / n_grid)
+    for _ in range(n_iter):
+        post = like * prior
+        post /= post.sum(1, keepdims=True)
+        prior = (cnt[:, None] * post).sum(0) / cnt.sum()
+    post = like * prior
+    post /= post.sum(1, keepdims=True)
+    return (post @ g)[k]
+
+
+def scan_scale(q: np.ndarray, passed: np.ndarray, p_min: float = 0.01, scales=(0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0),
+               power: float = 0.5, net_hs06: float = 0.0) -> list[dict]:
+    """Expected speed-up of ``p = clip(scale * q**power, p_min, 1)`` for each scale (rows: scale, speedup)."""
+    rows = []
+    for sc in scales:
+        p = np.clip(sc * np.clip(np.asarray(q, np.float64), 0, 1) ** power, p_min, 1.0)
+        rows.append({"scale": float(sc), "speedup": expected_speedup(p, passed, net_hs06)["speedup"]})
+    return rows
 
 
 def roc_auc(y: np.ndarray, score: np.ndarray, weights: np.ndarray | None = None) -> float:
@@ -199,7 +260,7 @@ def plot_speedup(curve_sample: list[dict], curve_threshold: list[dict], path, *,
                label=f"oracle pass_prob (Bayes AUC {curve_sample[0].get('bayes_auc', float('nan')):.3f})")
         a.set_xscale("log")
         a.set_ylabel("speed-up (HS06 s per effective passing event)")
-        a.set_title("importance sampling p = clip(score, p_min, 1)")
+        a.set_title("importance sampling p = clip(scale * q**power, p_min, 1)")
         a.legend()
         b = axes[1, 0]
         b.plot(x, [max(r.get("min_chi2_p", np.nan), 1e-300) for r in curve_sample], "o-")
@@ -261,8 +322,8 @@ def compare_architectures(runs: dict, events, *, skim: str = "fei_b0", retention
                      f"speedup@pmin{p_min:g}": sp["speedup"]})
     key = f"pass_prob_{skim}"
     if key in events.per_event:
-        q = events.per_event[key].astype(np.float64)
-        sp = expected_speedup(np.clip(q, p_min, 1.0), y)
+        q = oracle_probability(events.per_event[key])
+        sp = expected_speedup(keep_probability(q, FilterConfig(p_min=p_min)), y)
         rows.append({"arch": "oracle (pass_prob)", "params": 0, "auc": roc_auc(y, q),
                      f"eff@{retention:g}": efficiency_at_retention(y, q, retention), "ms_per_event": 0.0, "cpu_ms_per_event": 0.0,
                      f"speedup@pmin{p_min:g}": sp["speedup"]})
@@ -300,6 +361,7 @@ def selmc_study(run_dir, test_path, ref_path, out_dir, *, skim: str = "fei_b0", 
     n, n_ref = test.n_events, ref.n_events
     pe, rpe = test.per_event, ref.per_event
     q = pe.get(f"pass_prob_{skim}")
+    q_oracle = oracle_probability(q) if q is not None else None
     u = event_uniforms(pe["event_id"], seed)
     metrics = {
         "pillar": "smc", "skim": skim, "n_test": n, "n_ref": n_ref, "n_pass_test": int(y.sum()), "n_pass_ref": int(rpe[f"passed_{skim}"].sum()),
@@ -307,7 +369,9 @@ def selmc_study(run_dir, test_path, ref_path, out_dir, *, skim: str = "fei_b0", 
         "network_cost_s_per_event_1thread": cost, "hs06_per_core": hs06_per_core, "network_hs06": net_hs06,
         "scoring_wall_s_all_threads": t_score, "perfect_speedup_at_test_retention": perfect_speedup(float(y.mean()), net_hs06),
         "unfiltered_vs_ref": {k: v for k, v in compare_samples(pe, np.ones(n), n, rpe, n_ref, skim, n_bins=n_bins).items()},
-        "sample": [], "threshold": [],
+        "sample": [], "threshold": [], "keep_map": {"scale": FilterConfig().scale, "power": FilterConfig().power},
+        "scale_scan": scan_scale(score, y, default_p_min, net_hs06=net_hs06),
+        "oracle_scale_scan": scan_scale(q_oracle, y, default_p_min) if q is not None else None,
     }
     for pm in p_mins:
         p = keep_probability(score, FilterConfig(p_min=pm))
@@ -319,7 +383,7 @@ def selmc_study(run_dir, test_path, ref_path, out_dir, *, skim: str = "fei_b0", 
                "pass_count": cmp["pass_count"], "auc": metrics["auc"], "bayes_auc": metrics["bayes_auc"]}
         row["min_chi2_p"] = min(v["p_value"] for v in row["chi2"].values())
         if q is not None:
-            row["oracle_speedup"] = expected_speedup(np.clip(q.astype(np.float64), pm, 1.0), y)["speedup"]
+            row["oracle_speedup"] = expected_speedup(keep_probability(q_oracle, FilterConfig(p_min=pm)), y)["speedup"]
             row["fraction_of_oracle"] = row["speedup"] / row["oracle_speedup"]
         metrics["sample"].append(row)
     for thr in thresholds:

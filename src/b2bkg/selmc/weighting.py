@@ -4,7 +4,13 @@ Two modes (seed 003; REFERENCE.md "production practice"):
 
 * ``sample`` (importance sampling, current basf2 practice): keep event i for skim s with
   probability ``p_is = clip(f(score_is), p_min, 1)`` and give it the weight ``1/p_is``; with
-  ``f(s) = min(1, scale * s**power)`` (default: the identity). Every event keeps a chance
+  ``f(s) = min(1, scale * s**power)``. Default ``f(s) = 1.5 sqrt(s)``: for a calibrated score q
+  (the network is trained with binary cross-entropy, a proper scoring rule) the cost per
+  effective passing event ``(N c_gen + c_sim sum p) sum_pass(1/p) / N_pass^2`` is minimised by
+  ``p proportional to sqrt(q)`` (Lagrange condition ``q_i / p_i^2 = const``); the factor 1.5 was
+  scanned on held-out events (see :func:`b2bkg.selmc.speedup.scan_scale`). The identity
+  (``scale=1, power=1``, the seed's choice) wastes effective events on passing events with small
+  scores. The oracle of :mod:`b2bkg.selmc.speedup` uses the same map. Every event keeps a chance
   >= ``p_min``, so weighted distributions are unbiased and weights are <= ``1/p_min``.
   All skims of one event share the event's uniform number u: the event is kept for skim s when
   ``u < p_is`` (each skim's marginal is exactly importance sampling; events kept for one skim are
@@ -54,8 +60,8 @@ class FilterConfig:
     mode: str = "sample"
     p_min: float = 0.01
     threshold: float = 0.5
-    scale: float = 1.0
-    power: float = 1.0
+    scale: float = 1.5
+    power: float = 0.5
 
     def __post_init__(self):
         if self.mode not in MODES:

@@ -48,6 +48,7 @@ class SmcNnConfig(TrainConfig):
         arch: network (:data:`~b2bkg.selmc.models.nets.ARCHS`).
         skims: skims predicted at once (one output each; labels ``passed_<skim>``).
         channels, emb_dim, hidden, n_layers, heads: network sizes (see :class:`SmcNet`).
+        count_channels: width of the counting branch (summed per-particle MLP; 0: off).
         max_particles, max_tokens: padding/cut lengths of the particle list and the decay string.
         lr, weight_decay: AdamW.
         decorr_lambda: weight of the DisCo decorrelation penalty (0: off).
@@ -63,6 +64,7 @@ class SmcNnConfig(TrainConfig):
     hidden: int = 32
     n_layers: int = 3
     heads: int = 2
+    count_channels: int = 0
     max_particles: int = 96
     max_tokens: int = 192
     lr: float = 2e-3
@@ -89,6 +91,7 @@ class SmcNnConfig(TrainConfig):
         check_range("hidden", self.hidden, 1, 4096)
         check_range("n_layers", self.n_layers, 1, 32)
         check_range("heads", self.heads, 1, 64)
+        check_range("count_channels", self.count_channels, 0, 1024)
         check_range("max_particles", self.max_particles, 1, 4096)
         check_range("max_tokens", self.max_tokens, 1, 8192)
         check_range("lr", self.lr, 0.0, 1.0)
@@ -184,7 +187,7 @@ class SmcNn(Family):
 
         vocab = torch.tensor(np.array(default_vocabulary()))
         return {"net": SmcNet(cfg.arch, len(cfg.skims), vocab, N_PARTICLE_FEATURES, emb_dim=cfg.emb_dim, channels=cfg.channels,
-                              hidden=cfg.hidden, n_layers=cfg.n_layers, heads=cfg.heads)}
+                              hidden=cfg.hidden, n_layers=cfg.n_layers, heads=cfg.heads, count_channels=cfg.count_channels)}
 
     def optimizers(self, cfg, modules):
         return {"net": torch.optim.AdamW(modules["net"].parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)}

@@ -215,13 +215,17 @@ class SmcNet(nn.Module):
         n_layers: conv layers (``conv``), residual nodes (``resnet``/``seed``), rounds (``gnn``),
             attention layers (``transformer``).
         heads: attention heads (``transformer``).
+        count_channels: K > 0 adds a counting branch to every architecture: a per-particle MLP
+            (2E+F -> K -> K, ReLU) summed over the particles (not averaged) and compressed with
+            log1p, so the network sees *how many* particles of each learned kind the event has
+            (tracks in acceptance, kaons, reconstructible D daughters...), which mean pools lose.
 
     ``forward(batch) -> logits (B, S)`` with batch keys ``pdg``, ``mother_pdg``, ``mother`` (B, L)
     int64, ``x`` (B, L, F) float32, ``mask`` (B, L) bool, ``tokens`` (B, T) int64.
     """
 
     def __init__(self, arch: str, n_skims: int, vocab: torch.Tensor, n_features: int, *, emb_dim: int = 16,
-                 channels: int = 64, hidden: int = 64, n_layers: int = 3, heads: int = 4):
+                 channels: int = 64, hidden: int = 64, n_layers: int = 3, heads: int = 4, count_channels: int = 0):
         super().__init__()
         from b2bkg.selmc.features import N_SPECIAL
 
@@ -246,6 +250,11 @@ class SmcNet(nn.Module):
             self.particle_branch = self._branch(p_kind, c_part, channels, n_layers)
             self.string_branch = self._branch(s_kind, emb_dim, channels, n_layers)
             merged = self.particle_branch.out_dim + self.string_branch.out_dim
+        self.count_channels = int(count_channels)
+        if self.count_channels > 0:
+            self.counter = nn.Sequential(nn.Linear(c_part, self.count_channels), nn.ReLU(),
+                                         nn.Linear(self.count_channels, self.count_channels), nn.ReLU())
+            merged += self.count_channels
         self.head = nn.Sequential(nn.Linear(merged, hidden), nn.ReLU(), nn.Linear(hidden, n_skims))
 
     @staticmethod
@@ -268,4 +277,7 @@ class SmcNet(nn.Module):
             tokens = batch["tokens"]
             zs = self.string_branch(self.tok_emb(tokens).transpose(1, 2), tokens > 0)  # (B, Cs)
             z = torch.cat([zp, zs], 1)
+        if self.count_channels > 0:
+            counts = (self.counter(part) * mask.unsqueeze(-1).to(part.dtype)).sum(1)  # (B, K), >= 0
+            z = torch.cat([z, torch.log1p(counts)], 1)
         return self.head(z)  # (B, S) logits
