@@ -119,7 +119,7 @@ _ECL_TINY = ["max_steps=1", "max_train_events=3", "val_events=3", "val_crystals=
 _PXD_COMMON = ["max_steps=1", "log_every=1", "val_every=0", "checkpoint_every=1", "val_events=2"]
 _SMC_TINY = ["max_steps=1", "batch_size=16", "channels=8", "emb_dim=4", "hidden=8", "n_layers=1"]
 RECIPES.update({
-    "ecl-gan": (_ecl_data, _ECL_TINY + ["d_channels=8", "g_channels=8"]),
+    "ecl-gan": (_ecl_data, _ECL_TINY + ["d_channels=8"]),
     "ecl-ae": (_ecl_data, _ECL_TINY + ["batch_size=64", "hidden=16"]),
     "pxd-wgan": (_pxd_data, _PXD_COMMON + ["batch_size=2", "n_critic=1", "latent_dim=4", "base_grid=[8,24]", "channels=[4]",
                                            "critic_channels=[2,2]", "kernel=3"]),

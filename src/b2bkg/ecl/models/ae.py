@@ -1,10 +1,9 @@
 """``ecl-ae``: the autoencoder baseline of seed 004, made generative as a variational autoencoder.
 
-Same normalised space and crystal-ring conditioning as ``ecl-gan``
-(:class:`~b2bkg.ecl.models.data.WaveformNorm`): the encoder maps a normalised waveform y (31,)
-and its ring to ``q(u | y) = N(mu, sigma^2)`` (``latent_dim``); the decoder (the GAN's tiny
-conv generator, without event latent) maps ``u`` and the ring to the mean of ``p(y | u)``, a
-Gaussian with a learned per-ring, per-sample width ``obs_sd`` (69, 31). Loss per waveform:
+Normalised space :class:`~b2bkg.ecl.models.data.WaveformNorm` and crystal-ring conditioning:
+the encoder maps a normalised waveform y (31,) and its ring to ``q(u | y) = N(mu, sigma^2)``
+(``latent_dim``); the decoder (the tiny conv network of :mod:`.convnet`, without event latent)
+maps ``u`` and the ring to the mean of ``p(y | u)``, a Gaussian with a learned per-ring, per-sample width ``obs_sd`` (69, 31). Loss per waveform:
 ``-log p(y | u) + beta * KL(q || N(0, 1))``. Generation: ``u ~ N(0, 1)``, ``y = dec(u) + obs_sd * eps``.
 Every waveform is drawn independently (no event-level structure), as the seed's baseline.
 
@@ -27,7 +26,7 @@ from b2bkg.training.sampling import event_generators
 
 from .common import EclFamily, EclTrainConfig
 from .data import N_SAMPLES, SetBatches, fit_normalization, load_ecl_data
-from .gan import Generator
+from .convnet import Generator
 
 __all__ = ["EclAeConfig", "Encoder", "Decoder", "EclAe"]
 
