@@ -43,7 +43,7 @@ from b2bkg.training.registry import Family, TrainConfig, register
 from . import fast_density as fd
 from .cluster_model import N_GROUPS, build_patterns, calibrate_weight_tables, sensor_group, split_charges
 
-__all__ = ["FastConfig", "FastPxdModel", "FastPxd", "sample_fast_event", "load_pxd_training"]
+__all__ = ["FastConfig", "FastPxdModel", "FastPxd", "sample_fast_event", "load_pxd_training", "cluster_stage"]
 
 SAMPLE_DOMAIN = "pxd-fast.generate"
 COND_DOMAIN = "pxd-fast.conditions"
@@ -74,6 +74,16 @@ class FastConfig(TrainConfig):
         chunk_events: events read and clustered at once while fitting (memory bound).
         max_train_events: use at most this many training events (0: all).
         generate_batch: events per sampler call.
+        max_shape_entries: at most this many (size, u-extent, v-extent) entries in the shape tables
+            (the most frequent; every block keeps at least its most frequent one), so the model
+            file stays bounded however much training data is used (0: no cap). The dropped rare
+            triples' weight goes to the kept ones of their block (renormalization).
+        cluster_gan: a ``pxd-cluster-gan`` run folder whose generator becomes the cluster-shape
+            stage (its weights are copied into this model: the run folder stays self-contained);
+            "" (default): the table cluster model of :mod:`.cluster_model`.
+        cluster_gan_min_size: with ``cluster_gan``, clusters of this requested size and larger (up
+            to the GAN's ``max_size``) take their pixel pattern and charges from the GAN; smaller
+            and larger ones from the tables.
     """
 
     class_edges: tuple[int, ...] = (2, 3, 6)
@@ -96,6 +106,9 @@ class FastConfig(TrainConfig):
     chunk_events: int = 50
     max_train_events: int = 0
     generate_batch: int = 16
+    max_shape_entries: int = 40_000
+    cluster_gan: str = ""
+    cluster_gan_min_size: int = 2
     max_steps: int = 1
 
     def __post_init__(self):
@@ -122,6 +135,8 @@ class FastConfig(TrainConfig):
         check_range("chunk_events", self.chunk_events, 1, 100_000)
         check_range("max_train_events", self.max_train_events, 0, None)
         check_range("generate_batch", self.generate_batch, 1, 100_000)
+        check_range("cluster_gan_min_size", self.cluster_gan_min_size, 1, 255, "pixels")
+        check_range("max_shape_entries", self.max_shape_entries, 0, None)
 
     # derived sizes
     @property
@@ -148,6 +163,7 @@ _BUFFERS = {
     "qm_prob": torch.float32, "qm_alias": torch.int32, "weight_q": torch.float32,
     "hot_keys": torch.int64, "hot_p": torch.float32, "hot_q_prob": torch.float32, "hot_q_alias": torch.int32,
     "dead_u": torch.uint8, "dead_v": torch.uint8, "threshold_adu": torch.int64, "n_train_events": torch.int64,
+    "cgan_arch": torch.int64, "cgan_flat": torch.float16,
 }
 
 
@@ -171,6 +187,12 @@ class FastPxdModel(nn.Module):
 
             raise ModelError("pxd-fast: the model holds no fitted tables (train it first)")
         return {k: self._buffers[k].detach().cpu().numpy() for k in _BUFFERS}
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # run folders written before the cluster-GAN stage existed hold no cgan_* tables: empty = table model
+        for k in ("cgan_arch", "cgan_flat"):
+            state_dict.setdefault(prefix + k, torch.zeros(0, dtype=_BUFFERS[k]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, *_):  # pragma: no cover - tables only
         raise NotImplementedError("pxd-fast samples with sample_fast_event(), not forward()")
@@ -311,6 +333,22 @@ def _accumulate(reader, n_events: int, cfg: FastConfig) -> dict[str, np.ndarray]
             "flip": flip, "qm_h": qm_h, "x_h": x_h, "size_h": size_h / n_events, "occ": occ_ev.mean(0), "occ_ev": occ_ev}
 
 
+def cap_entries(keys: np.ndarray, counts: np.ndarray, max_entries: int) -> np.ndarray:
+    """Boolean mask keeping the ``max_entries`` most frequent table entries (ties: smaller key first)
+    plus the most frequent entry of every block (``block = key >> 32``), shape (len(keys),)."""
+    keep = np.zeros(len(keys), bool)
+    if max_entries <= 0 or len(keys) <= max_entries:
+        keep[:] = True
+        return keep
+    order = np.lexsort((keys, -counts))
+    keep[order[:max_entries]] = True
+    block = keys >> 32
+    by_block = np.lexsort((keys, -counts, block))  # per block, most frequent first
+    first = by_block[np.unique(block[by_block], return_index=True)[1]]
+    keep[first] = True
+    return keep
+
+
 def _tri_tables(st: dict, cfg: FastConfig, weight: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """(size, W, H) categorical per (group, v-region, class) block, from the sorted unique triple keys
     (``block << 32 | size << 20 | W << 10 | H``) and their weights (default: training counts).
@@ -361,8 +399,10 @@ def _fit_tables(st: dict, cond: np.ndarray | None, cfg: FastConfig, seed: int) -
     # (b) positions
     pos = BlockedAlias.from_flat(st["pos_h"], np.arange(D + 1, dtype=np.int64) * NB)
     tabs["pos_prob"], tabs["pos_alias"] = pos.prob, pos.alias.astype(np.int32)
-    # (c) shapes and charges
-    tabs.update({k: v for k, v in _tri_tables(st, cfg).items()})
+    # (c) shapes and charges (rare shape triples capped: bounded model size)
+    keep = cap_entries(st["tri_keys"], st["tri_count"], cfg.max_shape_entries)
+    tabs["_shape_mass_dropped"] = np.array([1.0 - st["tri_count"][keep].sum() / max(st["tri_count"].sum(), 1.0)])
+    tabs.update({k: v for k, v in _tri_tables({"tri_keys": st["tri_keys"][keep], "tri_count": st["tri_count"][keep]}, cfg).items()})
     fl = st["flip"]
     tabs["flip_p"] = ((fl[..., 1] + 0.5) / (fl.sum(-1) + 1.0)).astype(np.float32)
     qm = BlockedAlias.from_flat(st["qm_h"], np.arange(N_GROUPS * NSB + 1, dtype=np.int64) * 256)
@@ -388,7 +428,7 @@ def _fit_tables(st: dict, cond: np.ndarray | None, cfg: FastConfig, seed: int) -
 # ----------------------------------------------------------------------------------------------
 def sample_fast_event(t: dict[str, np.ndarray], cfg: FastConfig, cond: np.ndarray | None, rng: np.random.Generator,
                       hot_pixels: bool = True, *, cluster_filter=None, pixel_filter=None,
-                      stats: dict | None = None) -> dict[str, np.ndarray]:
+                      stats: dict | None = None, cluster_gen="auto") -> dict[str, np.ndarray]:
     """One event of ``pxd-fast``.
 
     Args:
@@ -402,12 +442,18 @@ def sample_fast_event(t: dict[str, np.ndarray], cfg: FastConfig, cond: np.ndarra
             sampling: the draws up to the shapes are those of the full event).
         pixel_filter: optional ``(sensor, ucell, vcell) -> bool mask`` applied before assembly.
         stats: optional dict filled with ``clusters`` (drawn), ``clusters_built``, ``pixels_built``.
+        cluster_gen: ``(generator, cluster-GAN config)`` (:func:`cluster_stage`), None (table model
+            only) or "auto" (the GAN the tables hold, if any): clusters of requested size
+            ``cfg.cluster_gan_min_size``..GAN ``max_size`` get their pixels and charges from the GAN,
+            placed at the drawn centre; the others from the tables.
     Returns:
         digits of the event: ``sensor`` uint8, ``ucell``/``vcell`` uint16, ``charge`` uint8 (ADU),
         shape (n_fired,), sorted by (sensor, vcell, ucell).
     """
     K, NSB, NB = cfg.n_classes, cfg.n_sbuckets, cfg.n_pos_bins
     thr = int(t["threshold_adu"][0])
+    if isinstance(cluster_gen, str):
+        cluster_gen = cluster_stage(t)
     if cond is None:
         cond = fd.sample_conditions_learned(t["cond_log_mean"], t["cond_log_chol"], float(t["cond_inj_prob"][0]), rng)
     x = fd.condition_features(np.asarray(cond, np.float64)[None], t["feat_mean"], t["feat_std"], t["feat_used"],
@@ -436,27 +482,50 @@ def sample_fast_event(t: dict[str, np.ndarray], cfg: FastConfig, cond: np.ndarra
     u0 = np.floor(pu - (w - 1) * 0.5 + 0.5).astype(np.int64)  # cluster box origin (pixels)
     v0 = np.floor(pv - (h - 1) * 0.5 + 0.5).astype(np.int64)
     u7 = u[7]
+    use_gan = np.zeros(N, bool)
+    if cluster_gen is not None:
+        gcfg = cluster_gen[1]
+        use_gan = (size >= cfg.cluster_gan_min_size) & (size <= gcfg.max_size)
+        # the GAN's patch is the cluster's box (for the ROI filter)
+        u0 = np.where(use_gan, np.rint(pu).astype(np.int64) - gcfg.patch_u // 2, u0)
+        v0 = np.where(use_gan, np.rint(pv).astype(np.int64) - gcfg.patch_v // 2, v0)
+        w = np.where(use_gan, gcfg.patch_u, w)
+        h = np.where(use_gan, gcfg.patch_v, h)
     if cluster_filter is not None:
         kk = np.flatnonzero(cluster_filter(sensor, u0, v0, w, h))
-        sensor, g, size, w, h, flip, u0, v0, u7 = (a[kk] for a in (sensor, g, size, w, h, flip, u0, v0, u7))
+        sensor, g, size, w, h, flip, u0, v0, u7, pu, pv, use_gan = (
+            a[kk] for a in (sensor, g, size, w, h, flip, u0, v0, u7, pu, pv, use_gan))
     Nk = len(size)
-    ci, du, dv = build_patterns(size, w, h, flip, rng, cfg.line_jitter_pixels)
+    tab_i = np.flatnonzero(~use_gan)
+    gan_i = np.flatnonzero(use_gan)
+    sensor_t, g_t, size_t = sensor[tab_i], g[tab_i], size[tab_i]
+    ci, du, dv = build_patterns(size_t, w[tab_i], h[tab_i], flip[tab_i], rng, cfg.line_jitter_pixels)
     # charges
-    sb = np.searchsorted(np.asarray(cfg.size_buckets), size, side="right")
-    qb = g * NSB + sb
+    sb = np.searchsorted(np.asarray(cfg.size_buckets), size_t, side="right")
+    qb = g_t * NSB + sb
     qm = BlockedAlias(np.arange(N_GROUPS * NSB + 1, dtype=np.int64) * 256, t["qm_prob"], t["qm_alias"])
-    m = qm.draw(qb, rng.random((2, Nk), dtype=np.float32)) - qb * 256
-    total = np.floor((m + u7) * size).astype(np.int64)
+    m = qm.draw(qb, rng.random((2, len(tab_i)), dtype=np.float32)) - qb * 256
+    total = np.floor((m + u7[tab_i]) * size_t).astype(np.int64)
     P = len(ci)
     up = rng.random((2, P))
     wb = qb * (len(cfg.charge_edges) + 1) + np.searchsorted(np.asarray(cfg.charge_edges), m, side="right")
-    q = split_charges(ci, size, total, t["weight_q"], wb, up[0], up[1], thr)
+    q = split_charges(ci, size_t, total, t["weight_q"], wb, up[0], up[1], thr)
+    ps = sensor_t[ci]
+    pu_ = u0[tab_i][ci] + du
+    pv_ = v0[tab_i][ci] + dv
+    if len(gan_i):
+        from .cluster_gan import gan_cluster_pixels
+
+        gci, gu, gv, gq = gan_cluster_pixels(cluster_gen[0], cluster_gen[1], sensor[gan_i], pu[gan_i], pv[gan_i],
+                                             size[gan_i], rng)
+        ps = np.concatenate([ps, sensor[gan_i][gci]])
+        pu_ = np.concatenate([pu_, gu])
+        pv_ = np.concatenate([pv_, gv])
+        q = np.concatenate([q, gq])
+        P += len(gci)
     if stats is not None:
         stats.update(clusters=int(N), clusters_built=int(Nk), pixels_built=int(P))
     # (d) assembly
-    ps = sensor[ci]
-    pu_ = u0[ci] + du
-    pv_ = v0[ci] + dv
     ok = (pu_ >= 0) & (pu_ < N_UCELLS) & (pv_ >= 0) & (pv_ < N_VCELLS)
     ps, pu_, pv_, q = ps[ok], pu_[ok], pv_[ok], q[ok]
     alive = (t["dead_u"][ps, pu_] == 0) & (t["dead_v"][ps, pv_] == 0)
@@ -478,8 +547,28 @@ def sample_fast_event(t: dict[str, np.ndarray], cfg: FastConfig, cond: np.ndarra
     return assemble_digits(ps, pu_, pv_, q, thr)
 
 
+_STAGE_CACHE: dict = {}
+
+
+def cluster_stage(t: dict[str, np.ndarray]):
+    """``(generator, cluster-GAN config)`` held in the tables ``t``, or None (table cluster model).
+    The last unpacked generator is cached (keyed by the stored bytes), so per-event calls are cheap."""
+    flat = t.get("cgan_flat")
+    if flat is None or len(flat) == 0:
+        return None
+    key = (flat.__array_interface__["data"][0], len(flat), hash(flat[:64].tobytes()), hash(t["cgan_arch"].tobytes()))
+    if key not in _STAGE_CACHE:
+        from .cluster_gan import unpack_generator
+
+        _STAGE_CACHE.clear()
+        _STAGE_CACHE[key] = unpack_generator(t["cgan_arch"], flat)
+    return _STAGE_CACHE[key]
+
+
 def _sample_digits(t, cfg, conds: np.ndarray | None, seeds: list[np.random.Generator], hot_pixels=True) -> PxdDigits:
-    evs = [sample_fast_event(t, cfg, None if conds is None else conds[i], rng, hot_pixels) for i, rng in enumerate(seeds)]
+    gen = cluster_stage(t)
+    evs = [sample_fast_event(t, cfg, None if conds is None else conds[i], rng, hot_pixels, cluster_gen=gen)
+           for i, rng in enumerate(seeds)]
     return PxdDigits.from_events(evs)
 
 
@@ -581,15 +670,23 @@ class FastPxd(Family):
         return str(path)
 
     def fit(self, cfg, modules, data, seed):
+        gan = (np.zeros(0, np.int64), np.zeros(0, np.float16))
+        if cfg.cluster_gan:  # checked before the long fit
+            from .cluster_gan import load_generator, pack_generator
+
+            gan = pack_generator(*load_generator(cfg.cluster_gan))
         reader, n, cond = load_pxd_training(data, cfg.max_train_events)
         with reader:
             st = _accumulate(reader, n, cfg)
         tabs = _fit_tables(st, cond, cfg, seed)
+        tabs["cgan_arch"], tabs["cgan_flat"] = gan
+        dropped = float(tabs.pop("_shape_mass_dropped")[0])
         summary = _calibrate(tabs, st, cond, cfg, seed)
         modules["model"].set_tables(tabs)
         summary.update({"n_events": n, "n_hot": len(st["hot"]), "n_dead_u": int(st["dead_u"].sum()),
                         "n_dead_v": int(st["dead_v"].sum()), "threshold_adu": st["threshold"],
-                        "n_triples": len(tabs["tri_swh"])})
+                        "n_triples": len(tabs["tri_swh"]), "n_triples_seen": len(st["tri_keys"]),
+                        "shape_mass_dropped": dropped})
         return summary
 
     def load_val(self, cfg, path):
