@@ -83,14 +83,6 @@ def pxd_wgan_paper(quick: bool):
     return _generator_event(WganConfig.paper())
 
 
-@workload("pxd-wgan-small", baseline=PXD_BASELINE, unit="event", repeats=5, quick_repeats=2)
-def pxd_wgan_small(quick: bool):
-    """WganConfig.small() generator (random weights): 40 images + ADC conversion + digits."""
-    from b2bkg.pxd.models.wgan import WganConfig
-
-    return _generator_event(WganConfig.small())
-
-
 @workload("pxd-truth-sim", baseline=PXD_BASELINE, unit="event", repeats=3, quick_repeats=2,
           target=Target(min_rate=10, source="issue 3 (>= 10 events/s on one core)"))
 def pxd_truth_sim(quick: bool):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from b2bkg.core.errors import SchemaError
+from b2bkg.core.errors import ConfigError, SchemaError
 from b2bkg.io import open_file
 
 
@@ -16,8 +16,11 @@ def _load(path, group, max_events):
         return f.read(group, 0, stop)
 
 
-def evaluate_files(truth, generated, out, *, truth2=None, seed: int = 0, max_events: int | None = None) -> dict:
+def evaluate_files(truth, generated, out, *, truth2=None, seed: int = 0, max_events: int | None = None,
+                   train=None) -> dict:
     """Evaluate ``generated`` against ``truth`` (and the floor from ``truth2``), writing ``out/``.
+
+    ``train`` (PXD only): the model's training file, for the mode-collapse / memorization check.
 
     The pillar is chosen from the truth file's groups: ``pxd`` -> :func:`b2bkg.pxd.evaluate.evaluate_pxd`,
     ``ecl`` -> :func:`b2bkg.ecl.evaluate.evaluate_ecl`.
@@ -39,6 +42,10 @@ def evaluate_files(truth, generated, out, *, truth2=None, seed: int = 0, max_eve
     t2 = _load(truth2, group, max_events) if truth2 else None
     Path(out).mkdir(parents=True, exist_ok=True)
     kw = {}
+    if train is not None:
+        if group != "pxd":
+            raise ConfigError(f"--train {train}: the mode-collapse check is defined for PXD samples only")
+        kw["train"] = _load(train, group, max_events)
     if group == "ecl":
         # the ECL models generate the non-selected (noise) waveforms; the energetic ones a hybrid
         # keeps from data are left out of the truth side of every comparison

@@ -24,6 +24,14 @@ def test_help_lists_verbs():
         assert verb in p.stdout
 
 
+def test_console_script_help():
+    """The installed entry point, not ``python -m`` (runpy imports modules the entry point must import itself)."""
+    code = "import sys; from b2bkg.cli.main import main; sys.argv = ['b2bkg', '--help']; main()"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "simulate" in p.stdout
+
+
 def test_info_and_convert(tmp_path, tiny_pxd):
     a = tmp_path / "a.h5"
     write_file(a, seed=4, pxd=tiny_pxd)

@@ -35,6 +35,10 @@ def test_config_roundtrip_and_overrides(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("lr: 0.5\n")
     assert load_config(Cfg, p).lr == 0.5
+    # YAML 1.1 reads exponents without a dot as strings: floats still parse
+    assert apply_overrides(Cfg(), ["lr=1e-6"]).lr == 1e-6
+    p.write_text("lr: 3E-5\n")
+    assert load_config(Cfg, p).lr == 3e-5
 
 
 @pytest.mark.parametrize(
@@ -44,6 +48,7 @@ def test_config_roundtrip_and_overrides(tmp_path):
         ({"steps": "ten"}, "steps: 'ten' is not an integer"),
         ({"steps": 0}, r"steps: 0 is out of range \[1, inf\]"),
         ({"lr": True}, "lr: True is not a number"),
+        ({"lr": "1e-"}, "lr: '1e-' is not a number"),
         ({"inner": {"w": 1}}, "inner.w: unknown key"),
     ],
 )

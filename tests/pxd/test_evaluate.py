@@ -77,3 +77,24 @@ def test_errors(tmp_path):
         evaluate_pxd(t, t, tmp_path, display_sensors=(0, 40))
     with pytest.raises(ConfigError, match="labels"):
         evaluate_pxd(t, t, tmp_path, labels=("a",))
+
+
+def test_diversity_check_with_the_training_sample(tmp_path):
+    """``train=``: a generator that replays its training events sits at distance 0 from it; truth does not."""
+    train, truth = small_pxd(10, 4, 200), small_pxd(11, 4, 200)
+    m = evaluate_pxd(truth, train, tmp_path, n_boot=0, plots=False, train=train)
+    d = m["diversity"]
+    assert d["nn_train_gen"] == pytest.approx(0.0, abs=1e-6)
+    assert d["nn_train_truth"] > 0.5
+    assert "nearest training image" in format_metrics(m)
+    assert "diversity" not in evaluate_pxd(truth, train, tmp_path / "b", n_boot=0, plots=False)
+
+
+def test_cli_train_option_is_pxd_only(tmp_path):
+    from b2bkg.evaluate import evaluate_files
+    from b2bkg.io import FileWriter
+
+    with FileWriter(tmp_path / "t.h5", seed=1) as w:
+        w.append(pxd=small_pxd(12, 2, 50))
+    m = evaluate_files(tmp_path / "t.h5", tmp_path / "t.h5", tmp_path / "ev", train=tmp_path / "t.h5")
+    assert m["diversity"]["nn_train_gen"] == pytest.approx(0.0, abs=1e-6)

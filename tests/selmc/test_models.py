@@ -8,7 +8,7 @@ import torch
 
 from b2bkg.core.errors import ConfigError, ModelError
 from b2bkg.io import FileWriter
-from b2bkg.selmc.features import N_PARTICLE_FEATURES, default_vocabulary, event_features
+from b2bkg.selmc.features import N_PARTICLE_FEATURES, default_vocabulary, event_features, n_particle_features
 from b2bkg.selmc.models.family import SmcNnConfig, distance_correlation, load_run, predict, to_batch
 from b2bkg.selmc.models.nets import ARCHS, SmcNet, TreeAttention
 from b2bkg.selmc.simulate import iter_smc_chunks
@@ -80,15 +80,19 @@ def test_config_errors():
     assert get_family("smc-nn").cannot_generate == "smc-nn is a classifier: use b2bkg filter"
 
 
-@pytest.mark.parametrize("arch,decorr", [("seed", 0.0), ("gnn", 1.0)])
-def test_train_and_reload(arch, decorr, data_file, events, tmp_path):
+@pytest.mark.parametrize("arch,decorr,tag", [("seed", 0.0, False), ("gnn", 1.0, False), ("seed", 0.0, True)])
+def test_train_and_reload(arch, decorr, tag, data_file, events, tmp_path):
     run = train("smc-nn", data_file, tmp_path / "run", val=data_file, seed=3,
                 overrides=[f"arch={arch}", "max_steps=3", "batch_size=16", "channels=8", "emb_dim=4", "hidden=8",
-                           "n_layers=2", "val_events=32", "val_every=3", "log_every=1", f"decorr_lambda={decorr}"])
+                           "n_layers=2", "val_events=32", "val_every=3", "log_every=1", f"decorr_lambda={decorr}",
+                           f"tag_features={str(tag).lower()}"])
     assert (run / "weights.safetensors").is_file() and (run / "best.json").is_file()
     log = (run / "log.csv").read_text()
     assert "bce" in log and (("dcor" in log) == (decorr > 0) or decorr > 0)
     net, cfg = load_run(run)
+    assert cfg.tag_features is tag
+    assert net.pdg_emb.embedding_dim * 2 + n_particle_features(tag) == (
+        net.particle_branch.stem.in_channels if arch == "seed" else net.inp.in_features)
     p1 = predict(net, cfg, events, batch_size=7)
     p2 = predict(net, cfg, events, batch_size=48)
     assert p1.shape == (N, 2) and ((p1 >= 0) & (p1 <= 1)).all()

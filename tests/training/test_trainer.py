@@ -303,3 +303,26 @@ def test_fit_family_uses_same_run_folder(toy_files, tmp_path, fit_family):
     mods = _FitHist().build(_FitConfig())
     load_modules(out / "weights.safetensors", mods)
     assert torch.equal(mods["hist"].cdf, run.modules["hist"].cdf)
+
+
+class _PreparedToy(get_family("toy-gan").__class__):
+    """The toy GAN whose ``prepare`` sets a data-dependent output bias (like an occupancy offset)."""
+
+    def prepare(self, cfg, modules, data):
+        with torch.no_grad():
+            modules["generator"][-1].bias.fill_(7.0)
+
+
+def test_ema_shadow_starts_from_prepared_weights(toy_files, tmp_path):
+    from b2bkg.training.registry import unregister
+
+    register("test-prepared-toy")(_PreparedToy)
+    try:
+        train_f, _ = toy_files
+        out = train("test-prepared-toy", train_f, tmp_path / "p", overrides=["max_steps=1", "lr=1e-6", "ema_decay=0.999",
+                                                                              "ema_modules=[generator]", "log_every=1"])
+    finally:
+        unregister("test-prepared-toy")
+    w = _weights(out / "weights.safetensors")
+    bias = [v for k, v in w.items() if k.startswith("generator.") and k.endswith(".bias")][-1]
+    assert torch.allclose(bias, torch.full_like(bias, 7.0), atol=1e-2)  # the EMA saw the prepared bias, not the init

@@ -114,7 +114,7 @@ class _PerSensor(nn.Module):
 def _pxd_wgan(modules, cfg):
     shape = (N_SENSORS, cfg.latent_dim)
     return _spec(_PerSensor(modules["generator"]), (torch.zeros(1, *shape),), ["z"], ["images"], {"z": shape},
-                 draws=[("z", shape)], meta={"postprocess": "pxd_images", "grid_factor": [1, 1],
+                 draws=[("z", shape)], meta={"postprocess": "pxd_images", "grid_factor": list(cfg.grid_factor),
                                              "threshold_adu": cfg.threshold_adu})
 
 

@@ -9,6 +9,7 @@ code 2; ``--debug`` shows the traceback.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
 

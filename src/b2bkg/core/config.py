@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -27,6 +28,9 @@ from typing import Any, TypeVar
 import yaml
 
 from .errors import ConfigError
+
+#: exponent floats without a dot, which YAML 1.1 (PyYAML) leaves as strings
+_FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 T = TypeVar("T")
 
@@ -100,6 +104,8 @@ def _coerce(value: Any, tp, name: str):
             raise ConfigError(f"{name}: {value!r} is not an integer")
         return value
     if tp is float:
+        if isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads "1e-6" (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{name}: {value!r} is not a number")
         v = float(value)

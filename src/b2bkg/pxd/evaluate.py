@@ -101,7 +101,8 @@ def _sensor_mean_err(s: PxdSummary) -> tuple[np.ndarray, np.ndarray]:
 
 def evaluate_pxd(truth: PxdDigits, generated: PxdDigits, out_dir: str | Path, *, truth2: PxdDigits | None = None,
                  seed: int = 0, n_boot: int = 100, labels: Sequence[str] = ("truth", "generated"),
-                 plots: bool = True, display_event: int = 0, display_sensors: Sequence[int] = (0, 1, 16, 17)) -> dict:
+                 plots: bool = True, display_event: int = 0, display_sensors: Sequence[int] = (0, 1, 16, 17),
+                 train: PxdDigits | None = None) -> dict:
     """Compare a generated PXD sample with truth; write ``metrics.json`` and plots into ``out_dir``.
 
     Args:
@@ -115,6 +116,8 @@ def evaluate_pxd(truth: PxdDigits, generated: PxdDigits, out_dir: str | Path, *,
         labels: legend / JSON names of (truth, generated).
         plots: write the PNG plots (False: metrics.json only).
         display_event, display_sensors: what the event display shows.
+        train: optional training sample of the model: adds the mode-collapse / memorization check
+            ``diversity`` (:func:`b2bkg.pxd.metrics.diversity_check`, generated and truth vs train).
 
     Returns:
         the metrics dict written to ``metrics.json`` (module docstring: layout).
@@ -157,6 +160,10 @@ def evaluate_pxd(truth: PxdDigits, generated: PxdDigits, out_dir: str | Path, *,
         "per_sensor": {"occupancy_pct": {k: v[0] for k, v in occ.items()}, "occupancy_rel_err": rel},
         "plots": list(PLOTS) if plots else [],
     }
+    if train is not None and train.n_events:
+        from .metrics import diversity_check
+
+        metrics["diversity"] = diversity_check(generated, train, truth)
     if plots:
         _write_plots(out, names, occ, labels, truth, generated, display_event, display_sensors)
     _write_json(out / "metrics.json", metrics)
@@ -216,4 +223,10 @@ def format_metrics(metrics: dict, *, summary_keys: Sequence[str] = (
         sw = [max(len(r[i]) for r in srows) for i in range(len(head))]
         lines += ["", *["  ".join(c.ljust(sw[i]) for i, c in enumerate(r)).rstrip() for r in srows]]
         lines.insert(len(lines) - len(srows) + 1, "-" * len(lines[len(lines) - len(srows)]))
+    div = metrics.get("diversity")
+    if div:
+        lines += ["", "mode collapse / memorization (vs the training sample)     generated  truth",
+                  f"per-image occupancy std [%]                               {div['occ_std_pct_gen']:<10.3g} {div['occ_std_pct_truth']:.3g}",
+                  f"median distance to the nearest training image             {div['nn_train_gen']:<10.3g} {div['nn_train_truth']:.3g}",
+                  f"median distance to the nearest other image of the sample  {div['nn_self_gen']:<10.3g} {div['nn_self_truth']:.3g}"]
     return "\n".join(lines)

@@ -64,6 +64,7 @@ from b2bkg.io.events import N_SENSORS, N_UCELLS, N_VCELLS, PxdDigits
 from .clusters import CLUSTER_FEATURES, Clusters, find_clusters
 
 __all__ = [
+    "image_features", "diversity_check",
     "PIXELS_PER_SENSOR", "SENSOR_LAYER", "SENSOR_LADDER", "SENSOR_NUMBER", "LADDER_NAMES",
     "sensor_counts", "occupancy_per_sensor", "occupancy_per_layer", "occupancy_per_ladder",
     "image_occupancy", "occupancy_correlation", "charge_spectrum", "cluster_features",
@@ -543,3 +544,54 @@ def summarize_pxd(digits: PxdDigits, clusters: Clusters | None = None) -> dict:
     inverted-CDF definition on the integer values.
     """
     return summarize_from_summary(PxdSummary.from_digits(digits, clusters))
+
+
+# -- mode collapse / memorization ---------------------------------------------------------------
+def image_features(digits: PxdDigits, block: tuple[int, int] = (25, 24)) -> np.ndarray:
+    """Coarse occupancy maps of every (event, sensor) image, for diversity checks.
+
+    Returns:
+        float32 array (n_events, 40, 250/block[0] * 768/block[1]): log(1 + fired pixels) per block
+        (default 10 x 32 blocks of 25 x 24 pixels).
+    """
+    br, bc = block
+    nr, nc = N_UCELLS // br, N_VCELLS // bc
+    ev = digits.event_index().astype(np.int64)
+    cell = (digits.ucell.astype(np.int64) // br) * nc + digits.vcell.astype(np.int64) // bc
+    flat = (ev * N_SENSORS + digits.sensor.astype(np.int64)) * (nr * nc) + cell
+    counts = np.bincount(flat, minlength=digits.n_events * N_SENSORS * nr * nc)
+    return np.log1p(counts).astype(np.float32).reshape(digits.n_events, N_SENSORS, nr * nc)
+
+
+def diversity_check(generated: PxdDigits, train: PxdDigits, truth: PxdDigits) -> dict[str, float]:
+    """Mode-collapse check: spread of per-image occupancy and nearest-neighbour distances.
+
+    For every image (event, sensor) of ``generated`` and of the held-out ``truth``, the Euclidean
+    distance of its :func:`image_features` to the nearest TRAINING image of the same sensor, and to
+    the nearest other image of its own sample (same sensor). A collapsed generator has a small
+    spread of occupancy and small within-sample distances; a memorizing one is much closer to the
+    training images than held-out truth is.
+
+    Returns:
+        ``{"occ_std_pct_<gen|truth>", "occ_iqr_pct_<gen|truth>"`` (per-image occupancy, percent),
+        ``"nn_train_<gen|truth>"`` (median distance to the nearest training image),
+        ``"nn_self_<gen|truth>"`` (median distance to the nearest other image of the sample)}.
+    """
+    import torch  # cdist on (n, K) feature matrices
+
+    out: dict[str, float] = {}
+    ft = torch.from_numpy(image_features(train))  # (n_train, 40, K)
+    for name, d in (("gen", generated), ("truth", truth)):
+        occ = image_occupancy(d).ravel() * 100
+        out[f"occ_std_pct_{name}"] = float(occ.std())
+        out[f"occ_iqr_pct_{name}"] = float(np.subtract(*np.percentile(occ, [75, 25])))
+        f = torch.from_numpy(image_features(d))  # (n, 40, K)
+        nn_train, nn_self = [], []
+        for s in range(N_SENSORS):
+            nn_train.append(torch.cdist(f[:, s], ft[:, s]).amin(1))
+            dd = torch.cdist(f[:, s], f[:, s])
+            dd.fill_diagonal_(float("inf"))
+            nn_self.append(dd.amin(1))
+        out[f"nn_train_{name}"] = float(torch.cat(nn_train).median())
+        out[f"nn_self_{name}"] = float(torch.cat(nn_self).median())
+    return out

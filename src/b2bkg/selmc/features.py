@@ -23,12 +23,19 @@ K_L, neutrons, particles outside acceptance, over the particle's energy; for a f
 1 - visible). A B whose invisible fraction is ~0 can become a correctly reconstructed tag; these
 are functions of the generator-level tree only. The asinh compresses vertices from 1 um to metres (K_L, K_S).
 
+With ``tag_features=True`` seven more columns follow (:data:`TAG_FEATURE_NAMES`, from
+:func:`b2bkg.selmc.tagtruth.tag_reconstructibility`: whether the particle's *true* decay matches
+one of the FEI-like lists' modes / tag channels and is reconstructible, its expected detection
+probability, the matched channel prior on B mesons, then three per-event values repeated on every
+particle so that average pools see them exactly: the best correctly-reconstructible B0 and B+ tag
+strength and the number of reconstructible charm mesons / 4).
+
 Example:
     >>> from b2bkg.selmc.simulate import iter_smc_chunks
     >>> ev = next(iter_smc_chunks(3, seed=1, chunk_size=3, skim=False))
     >>> f = event_features(ev, max_particles=64, max_tokens=128)
     >>> f["pdg"].shape, f["x"].shape, f["tokens"].shape
-    ((3, 64), (3, 64, 14), (3, 128))
+    ((3, 64), (3, 64, 17), (3, 128))
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from b2bkg.io.events import SmcEvents
 
 __all__ = [
     "PAD", "UNK", "NO_MOTHER", "OPEN_TOKEN", "CLOSE_TOKEN", "N_SPECIAL", "N_PARTICLE_FEATURES", "FEATURE_NAMES",
+    "TAG_FEATURE_NAMES", "n_particle_features",
     "default_vocabulary", "pdg_to_index", "tree_structure", "visibility", "event_features", "labels",
 ]
 
@@ -50,6 +58,12 @@ N_SPECIAL = 5
 FEATURE_NAMES = ("px", "py", "pz", "energy", "pt", "cos_theta", "log1p_p", "asinh_vx", "asinh_vy", "asinh_vz",
                  "asinh_time", "n_daughters", "depth", "final_state", "visible", "n_visible_desc", "invisible_frac")
 N_PARTICLE_FEATURES = len(FEATURE_NAMES)
+TAG_FEATURE_NAMES = ("reco_match", "reco_ok", "reco_eff", "tag_prior", "ev_tag_b0", "ev_tag_bplus", "ev_n_reco_charm")
+
+
+def n_particle_features(tag_features: bool = False) -> int:
+    """F, the number of particle feature columns of :func:`event_features`."""
+    return N_PARTICLE_FEATURES + (len(TAG_FEATURE_NAMES) if tag_features else 0)
 VERTEX_SCALE_CM = 0.01
 TIME_SCALE_NS = 0.001
 
@@ -142,7 +156,7 @@ def _pad(values: np.ndarray, evi: np.ndarray, pos: np.ndarray, n: int, length: i
 
 
 def event_features(events: SmcEvents, *, max_particles: int = 96, max_tokens: int = 192,
-                   vocab: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                   vocab: np.ndarray | None = None, tag_features: bool = False) -> dict[str, np.ndarray]:
     """Padded network inputs of every event (generator-level information only).
 
     Particles beyond ``max_particles`` (in file order) and tokens beyond ``max_tokens`` are cut;
@@ -152,7 +166,8 @@ def event_features(events: SmcEvents, *, max_particles: int = 96, max_tokens: in
         ``pdg`` (B, L) int64: embedding index of the particle's PDG code (0 = padding);
         ``mother_pdg`` (B, L) int64: embedding index of the mother's PDG code (:data:`NO_MOTHER` for primaries);
         ``mother`` (B, L) int64: index of the mother within the event (-1 primary or padding);
-        ``x`` (B, L, F) float32: the particle features of :data:`FEATURE_NAMES`;
+        ``x`` (B, L, F) float32: the particle features of :data:`FEATURE_NAMES` (then
+            :data:`TAG_FEATURE_NAMES` if ``tag_features``; F = :func:`n_particle_features`);
         ``mask`` (B, L) bool: real particle;
         ``tokens`` (B, T) int64: decay string (PDG indices, :data:`OPEN_TOKEN`, :data:`CLOSE_TOKEN`, 0 padding);
         ``n_particles`` (B,) int64: particles before the cut.
@@ -186,6 +201,14 @@ def event_features(events: SmcEvents, *, max_particles: int = 96, max_tokens: in
         np.arcsinh(P["time"] / TIME_SCALE_NS), n_dau / 4.0, depth / 4.0, (n_dau == 0).astype(np.float64),
         vis, n_vis / 10.0, inv_frac,
     ], axis=1).astype(np.float32)  # (n_particles, F)
+    if tag_features:
+        from .tagtruth import tag_reconstructibility
+
+        tp, te = tag_reconstructibility(events)
+        x = np.concatenate([x, np.stack([
+            tp["reco_match"], tp["reco_ok"], tp["reco_eff"], tp["tag_prior"],
+            te["tag_b0"][evi], te["tag_bplus"][evi], te["n_reco_charm"][evi] / 4.0,
+        ], axis=1).astype(np.float32)], axis=1)
     mother_cut = np.where(mother < max_particles, mother, -1)
 
     L = int(max_particles)

@@ -39,6 +39,11 @@ class Ema:
         for name, b in self.module.named_buffers():
             b.copy_(bufs[name])
 
+    @torch.no_grad()
+    def reset(self, module: torch.nn.Module) -> None:
+        """Make the shadow an exact copy of ``module``'s current weights and buffers."""
+        self.module.load_state_dict(module.state_dict())
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.module.state_dict()
 

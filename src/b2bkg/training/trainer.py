@@ -306,6 +306,8 @@ class Trainer:
         if self.family.is_fit:
             return self._run_fit(data, val_data)
         self.family.prepare(self.cfg, self.modules, data)
+        for k, e in self.emas.items():  # the shadows start from the prepared weights (a resume overrides them)
+            e.reset(self.modules[k])
         if not self.optimizers:
             raise ModelError(f"model {self.family.name}: optimizers() returned none and the family has no fit()")
         # per-rank training noise (latents, dropout)

@@ -10,15 +10,24 @@ Generator (one event latent ``z`` in R^latent_dim -> 40 images)::
                                                       shared state (beam conditions) reaches every sensor
     [(B*40, S), sensor embedding] --Dense--> (B*40, C0, h0, w0)   shared across sensors
     shared backbone over the B*40 sensor images, each block:
-        2x nearest upsampling, concat ``noise_channels`` N(0,1) maps, Conv3x3, conditional BatchNorm
-        (gain/bias from a learned embedding of the sensor: the "sensor channels"), ReLU
-    concat noise maps, Conv1x1 -> fr*fc channels, [+ event shift], tanh     (B, 40, fr*fc, R, C) in [-1, 1]
+        2x nearest upsampling, concat ``noise_channels`` N(0,1) maps, Conv3x3, conditional norm
+        (gain/bias from [the sensor's vector from z, a learned sensor embedding]: the "sensor
+        channels"; ``norm: event`` normalizes over the 40 images of the event), ReLU
+    concat noise maps, Conv1x1 -> fr*fc channels, + sensor offset [+ event shift], tanh   (B, 40, fr*fc, R, C) in [-1, 1]
+
+The *sensor offset* is a learned pre-tanh offset per sensor (40 numbers, zero-initialized); with
+``init_occupancy`` (small config) ``prepare`` sets it by bisection so that the untrained generator
+already has the training file's occupancy of every sensor
+(:func:`b2bkg.pxd.models.gan_stats.init_event_offsets`).
 
 Optional *event shift* (``event_shift: true``): ``Linear(z)`` (one number per event, zero-initialized)
 added to the pre-tanh output of all 40 sensors, a direct path for what moves every sensor together
 (the beam conditions scale all sources of an event at once). Measured on the small config (80
-steps, batch 1 event): the critic did not hold it back and the sensor-occupancy correlations came
-out ~0.9 instead of the data's ~0.1 (corr MAE 0.82 vs 0.14 without), so it is off by default.
+steps, batch 1 event, no statistics matching): the critic did not hold it back and the
+sensor-occupancy correlations came out ~0.9 instead of the data's ~0.1. With ``norm: event`` the
+common mode of the 40 sensors is normalized away inside the trunk (correlations come out at
+-1/39 without a path around the norm), so the small config turns it on and lets the covariance
+term of the statistics matching set its size.
 
 The noise maps give each pixel its own randomness (hit positions are random; a 64-dimensional z
 cannot place ~70 000 hits). Output channels are the ``grid_factor`` space-to-depth cells
@@ -29,8 +38,15 @@ Critic (sees the whole event, so it can reject wrong sensor correlations)::
     each sensor image (B*40, fr*fc, R, C): Conv1x1 (cell embedding) + LeakyReLU, then stride-2 Conv3x3 + LeakyReLU blocks,
     mean and max pooling -> (B, 40, 2F); concatenated in sensor order (B, 40*2F) -> MLP -> score (B, 1)
 
+Why the norm is conditioned on z: a norm layer normalizing over the 40 images of one event (BatchNorm
+with one event per batch in training) removes whatever the 40 sensors share, i.e. exactly the
+event-level occupancy shift that makes the sensors correlated; feeding the event latent into the
+gain and bias (BigGAN's hierarchical latent) puts it back after every normalization.
+
 Loss: WGAN-GP on whole events (penalty on interpolated events), ``n_critic`` critic updates per
-generator update, Adam; lr schedule of the trainer.
+generator update, Adam; lr schedule of the trainer; optionally (``fm_*`` weights, the small config)
+the event-statistics matching of :mod:`b2bkg.pxd.models.gan_stats` added to the generator loss
+(per-sensor occupancy, covariance of the per-event sensor occupancies, charge spectrum).
 
 Example:
     >>> import torch
@@ -45,6 +61,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -57,6 +74,7 @@ from b2bkg.io.events import N_SENSORS
 from b2bkg.training.registry import Family, register
 from b2bkg.training.sampling import event_normal
 
+from .gan_stats import build_stats, init_event_offsets, prepare_stats, stats_loss
 from .pxd_data import EventImageBatches, PxdImageGanConfig, images_to_digits, load_digits, validate_digits, wgan_gp_step
 
 __all__ = [
@@ -77,11 +95,14 @@ class EventGanConfig(PxdImageGanConfig):
             must equal the internal grid (256 / fr, 768 / fc).
         channels: output channels of the generator blocks (2x upsampling each).
         noise_channels: N(0, 1) maps concatenated to the input of every generator convolution.
-        sensor_dim: size of the learned sensor embedding driving conditional BatchNorm.
+        sensor_dim: size of the learned sensor embedding driving (with the sensor's latent vector)
+            the conditional norm.
         critic_channels: per-sensor encoder: first Conv1x1 to ``critic_channels[0]``, then
             one stride-2 Conv3x3 per further entry.
         head_hidden: hidden units of the critic's event-level MLP.
         n_critic, gp_lambda: WGAN-GP critic updates per generator update and penalty weight.
+        norm: ``event``: the trunk's conditional norm normalizes each event's 40 images together,
+            the same in training and sampling; ``batch``: BatchNorm (running statistics when sampling).
     """
 
     batch_size: int = 1
@@ -99,6 +120,7 @@ class EventGanConfig(PxdImageGanConfig):
     leaky_slope: float = 0.2
     n_critic: int = 2
     gp_lambda: float = 10.0
+    norm: Literal["batch", "event"] = "event"
 
     def __post_init__(self):
         super().__post_init__()
@@ -130,39 +152,52 @@ def _check_trunk(cfg) -> None:
 class ConditionalBatchNorm(nn.Module):
     """BatchNorm without affine parameters, gain and bias predicted from a condition vector.
 
-    ``forward(h, c)``: h (N, C, H, W), c (N, cond_dim) -> (N, C, H, W) = BN(h) * (1 + gain(c)) + bias(c).
+    ``forward(h, c)``: h (N, C, H, W), c (N, cond_dim) -> (N, C, H, W) = norm(h) * (1 + gain(c)) + bias(c).
+
+    ``group`` = 0: ``norm`` is ``BatchNorm2d`` (batch statistics in training, running ones in eval).
+    ``group`` = k > 0 (*event norm*): the N images form N/k consecutive events of k images and each
+    channel is normalized over the k images x H x W of its own event, the same in training and
+    sampling (no running statistics, output independent of the batch): training BatchNorm with one
+    event per batch, without its train/eval switch.
     """
 
-    def __init__(self, channels: int, cond_dim: int):
+    def __init__(self, channels: int, cond_dim: int, group: int = 0):
         super().__init__()
-        self.bn = nn.BatchNorm2d(channels, affine=False)
+        self.group = int(group)
+        self.bn = nn.BatchNorm2d(channels, affine=False) if self.group == 0 else None
         self.gain = nn.Linear(cond_dim, channels)
         self.bias = nn.Linear(cond_dim, channels)
-        nn.init.zeros_(self.gain.weight)
-        nn.init.zeros_(self.gain.bias)
-        nn.init.zeros_(self.bias.bias)
+        for p in (self.gain.weight, self.gain.bias, self.bias.weight, self.bias.bias):
+            nn.init.zeros_(p)  # starts as the plain norm; the condition's effect is learned
 
     def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        return self.bn(h) * (1 + self.gain(c))[:, :, None, None] + self.bias(c)[:, :, None, None]
+        if self.bn is not None:
+            hn = self.bn(h)
+        else:
+            g = h.view(h.shape[0] // self.group, self.group, *h.shape[1:])  # (E, k, C, H, W)
+            d = g - g.mean((1, 3, 4), keepdim=True)
+            hn = (d / torch.sqrt((d * d).mean((1, 3, 4), keepdim=True) + 1e-5)).view_as(h)  # per event and channel
+        return hn * (1 + self.gain(c))[:, :, None, None] + self.bias(c)[:, :, None, None]
 
 
 class NoisyUpTrunk(nn.Module):
     """Shared image backbone: (N, C0, h0, w0) features + per-image condition -> (N, out_channels, R, C) in [-1, 1].
 
-    Each block: 2x nearest upsampling, concat ``noise_channels`` noise maps, Conv3x3, conditional BN, ReLU;
+    Each block: 2x nearest upsampling, concat ``noise_channels`` noise maps, Conv3x3, conditional BN
+    (``norm_group`` > 0: event norm over groups of that many images, see :class:`ConditionalBatchNorm`), ReLU;
     then concat noise, Conv1x1 to ``out_channels`` (per cell: the pixels of a space-to-depth cell), tanh. ``noise``: list of (N, noise_channels, h_j, w_j)
     tensors, one per block plus one for the output conv (:meth:`noise_shapes`).
     """
 
     def __init__(self, c0: int, channels, base_grid, noise_channels: int, cond_dim: int, out_channels: int,
-                 out_bias_init: float = 0.0):
+                 out_bias_init: float = 0.0, norm_group: int = 0):
         super().__init__()
         self.base_grid, self.noise_channels = tuple(base_grid), int(noise_channels)
         self.convs, self.norms = nn.ModuleList(), nn.ModuleList()
         c_in = c0
         for c in channels:
             self.convs.append(nn.Conv2d(c_in + noise_channels, c, 3, padding=1))
-            self.norms.append(ConditionalBatchNorm(c, cond_dim))
+            self.norms.append(ConditionalBatchNorm(c, cond_dim, norm_group))
             c_in = c
         self.out = nn.Conv2d(c_in + noise_channels, out_channels, 1)
         with torch.no_grad():
@@ -249,17 +284,20 @@ class EventGenerator(EventNoiseMixin, nn.Module):
         if self.event_shift is not None:
             nn.init.zeros_(self.event_shift.weight)
             nn.init.zeros_(self.event_shift.bias)
-        self.trunk = NoisyUpTrunk(c0, cfg.channels, cfg.base_grid, cfg.noise_channels, cfg.sensor_dim, cfg.cell_channels,
-                                  cfg.out_bias_init)
+        self.trunk = NoisyUpTrunk(c0, cfg.channels, cfg.base_grid, cfg.noise_channels, cfg.sensor_latent_dim + cfg.sensor_dim,
+                                  cfg.cell_channels, cfg.out_bias_init, N_SENSORS if cfg.norm == "event" else 0)
+        self.sensor_offset = nn.Parameter(torch.zeros(N_SENSORS))  # pre-tanh output offset per sensor (init_occupancy)
         self.register_buffer("sensors", torch.arange(N_SENSORS), persistent=False)
 
     def forward(self, z: torch.Tensor, noise: list[torch.Tensor]) -> torch.Tensor:
         cfg, b = self.cfg, z.shape[0]
         per_sensor = self.to_sensors(z).view(b * N_SENSORS, cfg.sensor_latent_dim)  # (B*40, S)
-        cond = self.sensor_embedding(self.sensors).repeat(b, 1)  # (B*40, sensor_dim)
-        h = self.dense(torch.cat([per_sensor, cond], 1)).view(b * N_SENSORS, cfg.channels[0], *cfg.base_grid)  # (B*40, C0, h0, w0)
+        cond = torch.cat([per_sensor, self.sensor_embedding(self.sensors).repeat(b, 1)], 1)  # (B*40, S + sensor_dim)
+        h = self.dense(cond).view(b * N_SENSORS, cfg.channels[0], *cfg.base_grid)  # (B*40, C0, h0, w0)
         nz = [n.reshape(b * N_SENSORS, *n.shape[2:]) for n in noise]
-        shift = None if self.event_shift is None else self.event_shift(z)[:, 0].repeat_interleave(N_SENSORS)  # (B*40,)
+        shift = self.sensor_offset.repeat(b)  # (B*40,) per-sensor pre-tanh offset
+        if self.event_shift is not None:
+            shift = shift + self.event_shift(z)[:, 0].repeat_interleave(N_SENSORS)
         x = self.trunk(h, cond, nz, shift)  # (B*40, fr*fc, R, C)
         return x.view(b, N_SENSORS, *x.shape[1:])
 
@@ -295,10 +333,14 @@ class PxdEventGan(Family):
     description = "event-level WGAN-GP: all 40 sensors of an event from one latent (seed 001, new approach)"
 
     def build(self, cfg):
-        return {"generator": EventGenerator(cfg), "critic": EventCritic(cfg)}
+        return {"generator": EventGenerator(cfg), "critic": EventCritic(cfg), **build_stats(cfg, N_SENSORS)}
 
     def optimizers(self, cfg, modules):
-        return {k: torch.optim.Adam(m.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2)) for k, m in modules.items()}
+        return {k: torch.optim.Adam(modules[k].parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2)) for k in ("generator", "critic")}
+
+    def prepare(self, cfg, modules, data):
+        prepare_stats(cfg, modules, data.digits)
+        init_event_offsets(cfg, modules["generator"], data.digits, (cfg.latent_dim,))
 
     def make_data(self, cfg, path, seed, rank=0, world_size=1):
         return EventImageBatches(load_digits(path, cfg.max_train_events), cfg.batch_size, seed, cfg.grid_factor, rank, world_size)
@@ -307,7 +349,8 @@ class PxdEventGan(Family):
         """``n_critic`` WGAN-GP updates on whole events (B, 40, fr*fc, R, C), then one generator update."""
         cfg, G, dev = state.cfg, state.modules["generator"], state.device
         return wgan_gp_step(state, batch, lambda b: b,
-                            lambda n: G(torch.randn(n, cfg.latent_dim, device=dev), G.draw_noise(n, dev)))
+                            lambda n: G(torch.randn(n, cfg.latent_dim, device=dev), G.draw_noise(n, dev)),
+                            lambda fake: stats_loss(cfg, state.modules, fake, cfg.grid_factor))
 
     def load_val(self, cfg, path):
         return load_digits(path, cfg.val_events)

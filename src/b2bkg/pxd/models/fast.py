@@ -64,6 +64,7 @@ class FastConfig(TrainConfig):
         latent_rank: factors of the latent count covariance.
         ridge: L2 penalty of the count regression (standardized log-conditions).
         quadratic_conditions: add the squares of the standardized log-conditions as regressors.
+        cross_conditions: also their pairwise products (for training data spanning wide, joint ranges).
         weight_quantiles: levels of the pixel-weight quantile tables.
         line_jitter_pixels: random jitter of the extra cells' distance to the cluster line.
         hot_min_fraction: pixels firing in more than this fraction of events are hot pixels.
@@ -95,6 +96,7 @@ class FastConfig(TrainConfig):
     latent_rank: int = 4
     ridge: float = 1e-2
     quadratic_conditions: bool = True
+    cross_conditions: bool = False
     weight_quantiles: int = 129
     line_jitter_pixels: float = 0.35
     hot_min_fraction: float = 0.5
@@ -375,6 +377,11 @@ def _tri_tables(st: dict, cfg: FastConfig, weight: np.ndarray | None = None) -> 
             "tri_prob": alias.prob, "tri_alias": alias.alias.astype(np.int32), "_tri_keys": keys}
 
 
+def _quadratic(cfg: FastConfig) -> bool | str:
+    """The ``quadratic`` argument of :func:`fast_density.condition_features` for ``cfg``."""
+    return "full" if cfg.cross_conditions else cfg.quadratic_conditions
+
+
 def _fit_tables(st: dict, cond: np.ndarray | None, cfg: FastConfig, seed: int) -> dict[str, np.ndarray]:
     K, NSB, NB = cfg.n_classes, cfg.n_sbuckets, cfg.n_pos_bins
     D = N_SENSORS * K
@@ -391,7 +398,7 @@ def _fit_tables(st: dict, cond: np.ndarray | None, cfg: FastConfig, seed: int) -
     tabs.update({"cond_log_mean": dens["log_mean"], "cond_log_chol": dens["log_chol"], "cond_inj_prob": dens["inj_prob"],
                  "feat_mean": dens["feat_mean"], "feat_std": dens["feat_std"], "feat_used": dens["feat_used"]})
     x = fd.condition_features(cond if cond is not None else np.ones((n, 6)), dens["feat_mean"], dens["feat_std"], dens["feat_used"],
-                              cfg.quadratic_conditions)
+                              _quadratic(cfg))
     y = st["counts"].astype(np.float64)
     coef = fd.fit_poisson_glm(x, y, cfg.ridge)
     load, diag = fd.fit_latent_covariance(y, np.exp(x @ coef.T), cfg.latent_rank)
@@ -457,7 +464,7 @@ def sample_fast_event(t: dict[str, np.ndarray], cfg: FastConfig, cond: np.ndarra
     if cond is None:
         cond = fd.sample_conditions_learned(t["cond_log_mean"], t["cond_log_chol"], float(t["cond_inj_prob"][0]), rng)
     x = fd.condition_features(np.asarray(cond, np.float64)[None], t["feat_mean"], t["feat_std"], t["feat_used"],
-                              cfg.quadratic_conditions)[0]
+                              _quadratic(cfg))[0]
     n = fd.sample_counts(t["coef"] @ x, t["load"], t["diag"], rng)  # (40 K,)
     dim = np.repeat(np.arange(len(n), dtype=np.int64), n)  # (N,)
     N = len(dim)
@@ -629,7 +636,7 @@ def _calibrate(tabs: dict, st: dict, cond: np.ndarray | None, cfg: FastConfig, s
     tot_g, tot_t = occ_g.sum(1), occ_t.sum(1)
     okr = (tot_g > 0) & (tot_t > 0)
     x_all = fd.condition_features(c_rows if c_rows is not None else np.ones((n_occ, 6)), tabs["feat_mean"], tabs["feat_std"],
-                                  tabs["feat_used"] if c_rows is not None else 0.0 * tabs["feat_used"], cfg.quadratic_conditions)
+                                  tabs["feat_used"] if c_rows is not None else 0.0 * tabs["feat_used"], _quadratic(cfg))
     x, r = x_all[okr], np.log(tot_t[okr] / tot_g[okr])
     pen = np.full(x.shape[1], cfg.ridge * len(r) * 10)
     pen[0] = 0.0

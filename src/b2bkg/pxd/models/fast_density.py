@@ -66,14 +66,23 @@ def sample_conditions_learned(log_mean: np.ndarray, log_chol: np.ndarray, inj_pr
 
 
 def condition_features(cond: np.ndarray, feat_mean: np.ndarray, feat_std: np.ndarray, feat_used: np.ndarray,
-                       quadratic: bool = False) -> np.ndarray:
+                       quadratic: bool | str = False) -> np.ndarray:
     """Regression features of conditions (N, 6): ``[1, standardized log c (5), injection - mean]``
-    (N, 7), plus with ``quadratic`` the squares of the five standardized log-scales (N, 12): a sum
-    of sources with different power laws is not a single power law. Unused columns are 0."""
+    (N, 7); with ``quadratic`` (True or ``"squares"``) also the squares of the five standardized
+    log-scales (N, 12): a sum of sources with different power laws is not a single power law; with
+    ``"full"`` also their 10 pairwise products (N, 22), for training data whose conditions vary
+    together over a wide range. Unused columns are 0."""
+    if quadratic not in (False, True, "squares", "full"):
+        raise ValueError(f"quadratic: {quadratic!r} is not one of False, True, 'squares', 'full'")
     cond = np.atleast_2d(np.asarray(cond, np.float64))
     f = np.concatenate([np.log(np.clip(cond[:, :5], 1e-6, None)), cond[:, 5:6]], axis=1)
     f = (f - feat_mean) / feat_std * feat_used
-    parts = [np.ones((len(f), 1)), f] + ([f[:, :5] ** 2] if quadratic else [])
+    parts = [np.ones((len(f), 1)), f]
+    if quadratic:
+        parts.append(f[:, :5] ** 2)
+    if quadratic == "full":
+        i, j = np.triu_indices(5, k=1)
+        parts.append(f[:, i] * f[:, j])
     return np.concatenate(parts, axis=1)
 
 

@@ -11,8 +11,9 @@ Generator::
               -> the sensors of one event share information: their occupancies can move together
     c_s     = [h_s, Embedding(s)]                                                 condition of image s
     Dense(c_s) -> (C0, h0, w0); blocks of 2x upsampling + noise maps + Conv3x3 + conditional
-    BatchNorm (gain/bias from c_s) + ReLU; Conv3x3 -> fr*fc channels, tanh (the shared backbone of
-    :class:`~b2bkg.pxd.models.event_gan.NoisyUpTrunk`)
+    norm (gain/bias from c_s; ``norm: event`` normalizes over the event's 40 images, ``batch`` is
+    BatchNorm) + ReLU; Conv1x1 -> fr*fc channels, + per-sensor offset, tanh (the shared backbone of
+    :class:`~b2bkg.pxd.models.event_gan.NoisyUpTrunk`; offset as in ``pxd-event-gan``)
 
 Discriminator (projection discriminator, spectral normalization)::
 
@@ -26,6 +27,9 @@ Losses: hinge (D: relu(1 - D(real)) + relu(1 + D(fake)); G: -D(fake)), plus for 
   sensors of an event to relate to each other as real ones do;
 * uniformity loss ``lambda_unif * log mean_{i != j} exp(-2 ||e_i - e_j||^2)`` on the normalized
   generated embeddings (Wang & Isola 2020): spreads them on the sphere, against mode collapse.
+
+Optionally (``fm_*`` weights, the small config) the event-statistics matching of
+:mod:`b2bkg.pxd.models.gan_stats` is added to the generator loss.
 
 EMA of the generator weights (trainer: ``ema_decay``, ``ema_modules: [generator]``) is what
 ``generate`` samples from. Adam with betas (0, 0.999) as the reference. Not implemented from the
@@ -44,6 +48,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -56,6 +61,7 @@ from b2bkg.io.events import N_SENSORS
 from b2bkg.training.registry import Family, register
 
 from .event_gan import EventNoiseMixin, NoisyUpTrunk, SensorEncoder, _check_trunk, _draw_event_latents
+from .gan_stats import build_stats, init_event_offsets, prepare_stats, stats_loss
 from .pxd_data import EventImageBatches, PxdImageGanConfig, images_to_digits, load_digits, soft_zero_suppress, validate_digits
 
 __all__ = ["IeaGanConfig", "IeaGenerator", "IeaDiscriminator", "PxdIeaGan", "intra_event_loss", "uniformity_loss"]
@@ -76,6 +82,12 @@ class IeaGanConfig(PxdImageGanConfig):
         d_spectral_norm: spectral normalization of every discriminator layer (BigGAN / IEA-GAN: on).
         lambda_intra, tau: weight and temperature of the intra-event Gram-matrix KL.
         lambda_unif: weight of the uniformity loss.
+        norm: ``event`` (conditional norm over each event's 40 images, the same in training and
+            sampling) or ``batch`` (BatchNorm; running statistics when sampling). See
+            :class:`~b2bkg.pxd.models.event_gan.ConditionalBatchNorm`.
+        event_shift: add ``Linear(mean over sensors of the transformer output)`` (zero-initialized), one
+            number per event, to the pre-tanh output of all 40 sensors: a direct path for what moves
+            every sensor of an event together (an event norm alone removes that common mode).
     """
 
     batch_size: int = 1
@@ -100,6 +112,8 @@ class IeaGanConfig(PxdImageGanConfig):
     lambda_intra: float = 1.0
     tau: float = 0.1
     lambda_unif: float = 0.1
+    norm: Literal["batch", "event"] = "event"
+    event_shift: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -134,7 +148,13 @@ class IeaGenerator(EventNoiseMixin, nn.Module):
         self.z_proj = nn.Linear(cfg.latent_dim, e)
         self.relational = nn.TransformerEncoderLayer(e, cfg.heads, dim_feedforward=2 * e, dropout=0.0, batch_first=True)
         self.dense = nn.Linear(2 * e, c0 * cfg.base_grid[0] * cfg.base_grid[1])
-        self.trunk = NoisyUpTrunk(c0, cfg.channels, cfg.base_grid, cfg.noise_channels, 2 * e, cfg.cell_channels, cfg.out_bias_init)
+        self.trunk = NoisyUpTrunk(c0, cfg.channels, cfg.base_grid, cfg.noise_channels, 2 * e, cfg.cell_channels, cfg.out_bias_init,
+                                  N_SENSORS if cfg.norm == "event" else 0)
+        self.event_shift = nn.Linear(e, 1) if cfg.event_shift else None  # (B,) pre-tanh offset of all 40 sensors
+        if self.event_shift is not None:
+            nn.init.zeros_(self.event_shift.weight)
+            nn.init.zeros_(self.event_shift.bias)
+        self.sensor_offset = nn.Parameter(torch.zeros(N_SENSORS))  # pre-tanh output offset per sensor (init_occupancy)
         self.register_buffer("sensors", torch.arange(N_SENSORS), persistent=False)
 
     def forward(self, z: torch.Tensor, noise: list[torch.Tensor]) -> torch.Tensor:
@@ -143,7 +163,10 @@ class IeaGenerator(EventNoiseMixin, nn.Module):
         h = self.relational(emb + self.z_proj(z))  # (B, 40, E): attention across the event's sensors
         cond = torch.cat([h, emb], -1).reshape(b * N_SENSORS, -1)  # (B*40, 2E)
         x0 = self.dense(cond).view(b * N_SENSORS, cfg.channels[0], *cfg.base_grid)
-        x = self.trunk(x0, cond, [n.reshape(b * N_SENSORS, *n.shape[2:]) for n in noise])  # (B*40, fr*fc, R, C)
+        shift = self.sensor_offset.repeat(b)  # (B*40,)
+        if self.event_shift is not None:  # one offset per event from the transformer's pooled state
+            shift = shift + self.event_shift(h.mean(1))[:, 0].repeat_interleave(N_SENSORS)
+        x = self.trunk(x0, cond, [n.reshape(b * N_SENSORS, *n.shape[2:]) for n in noise], shift)  # (B*40, fr*fc, R, C)
         return x.view(b, N_SENSORS, *x.shape[1:])
 
 
@@ -207,11 +230,15 @@ class PxdIeaGan(Family):
     description = "IEA-GAN: sensor-conditioned generator with a transformer across the 40 sensors, hinge + intra-event loss, EMA"
 
     def build(self, cfg):
-        return {"generator": IeaGenerator(cfg), "discriminator": IeaDiscriminator(cfg)}
+        return {"generator": IeaGenerator(cfg), "discriminator": IeaDiscriminator(cfg), **build_stats(cfg, N_SENSORS)}
 
     def optimizers(self, cfg, modules):
         lr = {"generator": cfg.lr, "discriminator": cfg.lr * cfg.d_lr_factor}
-        return {k: torch.optim.Adam(m.parameters(), lr=lr[k], betas=(cfg.beta1, cfg.beta2)) for k, m in modules.items()}
+        return {k: torch.optim.Adam(modules[k].parameters(), lr=v, betas=(cfg.beta1, cfg.beta2)) for k, v in lr.items()}
+
+    def prepare(self, cfg, modules, data):
+        prepare_stats(cfg, modules, data.digits)
+        init_event_offsets(cfg, modules["generator"], data.digits, (N_SENSORS, cfg.latent_dim))
 
     def make_data(self, cfg, path, seed, rank=0, world_size=1):
         return EventImageBatches(load_digits(path, cfg.max_train_events), cfg.batch_size, seed, cfg.grid_factor, rank, world_size)
@@ -224,8 +251,11 @@ class PxdIeaGan(Family):
         def seen(x):  # what the discriminator sees (soft zero suppression, see PxdImageGanConfig)
             return soft_zero_suppress(x, cfg.threshold_adu, cfg.critic_sharpness)
 
+        def raw_event(b):
+            return G(torch.randn(b, N_SENSORS, cfg.latent_dim, device=dev), G.draw_noise(b, dev))
+
         def fake_event(b):
-            return seen(G(torch.randn(b, N_SENSORS, cfg.latent_dim, device=dev), G.draw_noise(b, dev)))
+            return seen(raw_event(b))
 
         for i in range(cfg.n_dis):
             real = seen(batch if i == 0 else state.next_batch())
@@ -235,13 +265,15 @@ class PxdIeaGan(Family):
             s_fake, _ = D(fake)
             d_loss = F.relu(1.0 - s_real).mean() + F.relu(1.0 + s_fake).mean()
             state.update("discriminator", d_loss)
-        s_fake, fake_emb = D(fake_event(len(batch)))
+        raw = raw_event(len(batch))
+        s_fake, fake_emb = D(seen(raw))
         hinge = -s_fake.mean()
         intra = intra_event_loss(real_emb.detach(), fake_emb, cfg.tau)
         unif = uniformity_loss(fake_emb)
         g_loss = hinge + cfg.lambda_intra * intra + cfg.lambda_unif * unif
-        state.update("generator", g_loss)
-        return {"d_loss": d_loss.item(), "g_hinge": hinge.item(), "intra_kl": intra.item(), "unif": unif.item()}
+        fm, logged = stats_loss(cfg, state.modules, raw, cfg.grid_factor)
+        state.update("generator", g_loss if fm is None else g_loss + fm)
+        return {"d_loss": d_loss.item(), "g_hinge": hinge.item(), "intra_kl": intra.item(), "unif": unif.item(), **logged}
 
     def load_val(self, cfg, path):
         return load_digits(path, cfg.val_events)

@@ -40,6 +40,7 @@ from b2bkg.core.config import check_range
 from b2bkg.core.errors import ConfigError
 from b2bkg.io.events import N_SENSORS, N_UCELLS, N_VCELLS, PxdDigits
 from b2bkg.pxd.images import PAD_ROWS, crop_rows, dense_to_digits, digits_to_dense, digits_to_sensor_images, to_adu
+from b2bkg.pxd.metrics import diversity_check, image_features  # noqa: F401  (re-exported)
 from b2bkg.training.data import ArrayBatches
 from b2bkg.training.registry import TrainConfig
 
@@ -67,6 +68,16 @@ class PxdImageGanConfig(TrainConfig):
             zero suppression (:func:`soft_zero_suppress`), so the critic cannot tell them apart by the
             sub-threshold level of empty pixels (exactly -1 in data, never reached by tanh), which
             the output threshold discards anyway; 0: off (the paper).
+        fm_occ, fm_cov, fm_charge: weights of the event-statistics matching terms added to the
+            generator loss (:mod:`b2bkg.pxd.models.gan_stats`: per-sensor mean occupancy, covariance
+            of the per-event log occupancies, charge survival function); 0: off (the papers).
+        fm_levels_adu: charge levels of the matched survival function (first = ``threshold_adu``).
+        fm_sharpness: slope (per unit of x) of the sigmoid whose derivative carries the gradient.
+        fm_ema_decay: decay per generator step of the running generated statistics.
+        init_occupancy: data-dependent initialisation (``Family.prepare``): the generator's learned
+            pre-tanh output offset per sensor (one for all sensors in ``pxd-wgan``) is set by
+            bisection so that the untrained generator already has the training file's occupancy
+            per sensor (:func:`b2bkg.pxd.models.gan_stats.calibrate_offsets`).
     """
 
     grid_factor: tuple[int, ...] = (1, 1)
@@ -77,6 +88,13 @@ class PxdImageGanConfig(TrainConfig):
     beta2: float = 0.9
     out_bias_init: float = 0.0
     critic_sharpness: float = 0.0
+    fm_occ: float = 0.0
+    fm_cov: float = 0.0
+    fm_charge: float = 0.0
+    fm_levels_adu: tuple[int, ...] = (7, 9, 12, 16, 22, 30, 42, 60, 100)
+    fm_sharpness: float = 5.0
+    fm_ema_decay: float = 0.95
+    init_occupancy: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -89,6 +107,18 @@ class PxdImageGanConfig(TrainConfig):
         check_range("beta2", self.beta2, 0.0, 1.0)
         check_range("out_bias_init", self.out_bias_init, -10.0, 10.0)
         check_range("critic_sharpness", self.critic_sharpness, 0.0, 1000.0)
+        for name in ("fm_occ", "fm_cov", "fm_charge"):
+            check_range(name, getattr(self, name), 0.0, None)
+        check_range("fm_sharpness", self.fm_sharpness, 0.01, 1000.0)
+        check_range("fm_ema_decay", self.fm_ema_decay, 0.0, 0.9999)
+        lv = list(self.fm_levels_adu)
+        if not lv or lv != sorted(set(lv)) or lv[0] != self.threshold_adu or lv[-1] > 255:
+            raise ConfigError(f"fm_levels_adu: {lv} must be increasing ADU levels <= 255 starting at threshold_adu {self.threshold_adu}")
+
+    @property
+    def uses_stats(self) -> bool:
+        """True if any event-statistics matching weight is > 0."""
+        return max(self.fm_occ, self.fm_cov, self.fm_charge) > 0
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -249,57 +279,7 @@ def validate_digits(generated: PxdDigits, truth: PxdDigits) -> dict[str, float]:
     return out
 
 
-def image_features(digits: PxdDigits, block: tuple[int, int] = (25, 24)) -> np.ndarray:
-    """Coarse occupancy maps of every (event, sensor) image, for diversity checks.
-
-    Returns:
-        float32 array (n_events, 40, 250/block[0] * 768/block[1]): log(1 + fired pixels) per block
-        (default 10 x 32 blocks of 25 x 24 pixels).
-    """
-    br, bc = block
-    nr, nc = N_UCELLS // br, N_VCELLS // bc
-    ev = digits.event_index().astype(np.int64)
-    cell = (digits.ucell.astype(np.int64) // br) * nc + digits.vcell.astype(np.int64) // bc
-    flat = (ev * N_SENSORS + digits.sensor.astype(np.int64)) * (nr * nc) + cell
-    counts = np.bincount(flat, minlength=digits.n_events * N_SENSORS * nr * nc)
-    return np.log1p(counts).astype(np.float32).reshape(digits.n_events, N_SENSORS, nr * nc)
-
-
-def diversity_check(generated: PxdDigits, train: PxdDigits, truth: PxdDigits) -> dict[str, float]:
-    """Mode-collapse check: spread of per-image occupancy and nearest-neighbour distances.
-
-    For every image (event, sensor) of ``generated`` and of the held-out ``truth``, the Euclidean
-    distance of its :func:`image_features` to the nearest TRAINING image of the same sensor, and to
-    the nearest other image of its own sample (same sensor). A collapsed generator has a small
-    spread of occupancy and small within-sample distances; a memorizing one is much closer to the
-    training images than held-out truth is.
-
-    Returns:
-        ``{"occ_std_pct_<gen|truth>", "occ_iqr_pct_<gen|truth>"`` (per-image occupancy, percent),
-        ``"nn_train_<gen|truth>"`` (median distance to the nearest training image),
-        ``"nn_self_<gen|truth>"`` (median distance to the nearest other image of the sample)}.
-    """
-    from b2bkg.pxd.metrics import image_occupancy
-
-    out: dict[str, float] = {}
-    ft = torch.from_numpy(image_features(train))  # (n_train, 40, K)
-    for name, d in (("gen", generated), ("truth", truth)):
-        occ = image_occupancy(d).ravel() * 100
-        out[f"occ_std_pct_{name}"] = float(occ.std())
-        out[f"occ_iqr_pct_{name}"] = float(np.subtract(*np.percentile(occ, [75, 25])))
-        f = torch.from_numpy(image_features(d))  # (n, 40, K)
-        nn_train, nn_self = [], []
-        for s in range(N_SENSORS):
-            nn_train.append(torch.cdist(f[:, s], ft[:, s]).amin(1))
-            dd = torch.cdist(f[:, s], f[:, s])
-            dd.fill_diagonal_(float("inf"))
-            nn_self.append(dd.amin(1))
-        out[f"nn_train_{name}"] = float(torch.cat(nn_train).median())
-        out[f"nn_self_{name}"] = float(torch.cat(nn_self).median())
-    return out
-
-
-def wgan_gp_step(state, batch, real_of, generate) -> dict[str, float]:
+def wgan_gp_step(state, batch, real_of, generate, extra=None) -> dict[str, float]:
     """One WGAN-GP trainer step shared by the image GANs: ``cfg.n_critic`` critic updates, then one
     generator update; the critic sees real and generated images through the same soft zero
     suppression (:func:`soft_zero_suppress`).
@@ -310,6 +290,9 @@ def wgan_gp_step(state, batch, real_of, generate) -> dict[str, float]:
         batch: the step's first batch; further critic updates take ``state.next_batch()``.
         real_of: batch -> real images tensor.
         generate: n -> n generated images (the family's latent draws), with gradients.
+        extra: optional ``fake -> (loss tensor or None, {name: float})`` added to the generator loss
+            (the event-statistics matching of :func:`b2bkg.pxd.models.gan_stats.stats_loss`), on the
+            generator's raw output.
     """
     from b2bkg.nn.gan import gradient_penalty
 
@@ -325,6 +308,8 @@ def wgan_gp_step(state, batch, real_of, generate) -> dict[str, float]:
         gp = gradient_penalty(D, real, fake)
         wdist = D(real).mean() - D(fake).mean()
         state.update("critic", -wdist + cfg.gp_lambda * gp)
-    g_loss = -D(seen(generate(len(real_of(batch))))).mean()
-    state.update("generator", g_loss)
-    return {"wdist": wdist.item(), "gp": gp.item(), "g_loss": g_loss.item()}
+    fake = generate(len(real_of(batch)))
+    g_loss = -D(seen(fake)).mean()
+    extra_loss, logged = extra(fake) if extra is not None else (None, {})
+    state.update("generator", g_loss if extra_loss is None else g_loss + extra_loss)
+    return {"wdist": wdist.item(), "gp": gp.item(), "g_loss": g_loss.item(), **logged}

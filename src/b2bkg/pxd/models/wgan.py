@@ -63,6 +63,11 @@ class WganConfig:
             feature map is resized to the full image before the output convolution, so the output
             is always full resolution. Unused in the paper config (8x24 * 32 = 256x768).
         leaky_slope: negative slope of the critic's LeakyReLU.
+        grid_factor: (fr, fc) space-to-depth block of the internal grid
+            (:mod:`b2bkg.pxd.models.pxd_data`): the generator ends on the (image_rows/fr, image_cols/fc)
+            grid with fr*fc output channels (the pixels of each cell, shuffled back to the full image
+            exactly by ``depth_to_space``) and the critic reads that layout. (1, 1) = the paper (one
+            channel at full resolution).
     """
 
     latent_dim: int = 96
@@ -75,6 +80,7 @@ class WganConfig:
     upsample: Literal["nearest", "bilinear"] = "nearest"
     final_upsample: Literal["nearest", "bilinear"] = "bilinear"
     leaky_slope: float = 0.2
+    grid_factor: tuple[int, ...] = (1, 1)
 
     def __post_init__(self):
         check_range("latent_dim", self.latent_dim, 1, None)
@@ -90,11 +96,24 @@ class WganConfig:
         check_range("image_rows", self.image_rows, N_UCELLS, None, "rows")
         check_range("image_cols", self.image_cols, N_VCELLS, N_VCELLS, "columns")
         check_range("leaky_slope", self.leaky_slope, 0.0, 1.0)
+        if len(self.grid_factor) != 2 or min(self.grid_factor) < 1 or self.image_rows % self.grid_factor[0] or self.image_cols % self.grid_factor[1]:
+            raise ConfigError(f"grid_factor: {tuple(self.grid_factor)} must be two positive integers dividing "
+                              f"({self.image_rows}, {self.image_cols})")
         r, c = self.block_grid
-        if r > self.image_rows or c > self.image_cols:
+        if r > self.grid[0] or c > self.grid[1]:
             raise ConfigError(
-                f"base_grid {self.base_grid} x 2^{len(self.channels)} = ({r}, {c}) exceeds the image "
-                f"({self.image_rows}, {self.image_cols}); use a smaller base_grid or fewer channels")
+                f"base_grid {self.base_grid} x 2^{len(self.channels)} = ({r}, {c}) exceeds the image grid {self.grid} "
+                f"(grid_factor {tuple(self.grid_factor)}); use a smaller base_grid or fewer channels")
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(rows, cols) of the generator output / critic input: the image divided by ``grid_factor``."""
+        return self.image_rows // self.grid_factor[0], self.image_cols // self.grid_factor[1]
+
+    @property
+    def cell_channels(self) -> int:
+        """Channels of the generator output / critic input: fr * fc (1 at full resolution)."""
+        return self.grid_factor[0] * self.grid_factor[1]
 
     @property
     def block_grid(self) -> tuple[int, int]:
@@ -119,8 +138,9 @@ class WganConfig:
 class Generator(nn.Module):
     """z -> one padded sensor image.
 
-    ``forward(z)``: z of shape (B, latent_dim) -> images of shape (B, 1, image_rows, image_cols)
-    (paper: (B, 1, 256, 768)), tanh output in [-1, 1]. Crop rows 250..255 with
+    ``forward(z)``: z of shape (B, latent_dim) -> images of shape (B, fr*fc, image_rows/fr, image_cols/fc)
+    (paper: (B, 1, 256, 768)), tanh output in [-1, 1]; a coarse ``grid_factor`` output goes back to
+    (B, 1, 256, 768) with :func:`b2bkg.pxd.models.pxd_data.depth_to_space`. Crop rows 250..255 with
     :func:`b2bkg.pxd.images.crop_rows`; map to ADU with :func:`b2bkg.pxd.images.to_adu`.
     """
 
@@ -141,27 +161,27 @@ class Generator(nn.Module):
             ]
             c_in = c
         self.blocks = nn.Sequential(*blocks)
-        self.out = nn.Conv2d(c_in, 1, cfg.kernel, stride=1, padding=pad)
+        self.out = nn.Conv2d(c_in, cfg.cell_channels, cfg.kernel, stride=1, padding=pad)
 
     def features(self, z: torch.Tensor) -> torch.Tensor:
-        """z: (B, latent_dim) -> last feature map at full image size, (B, C_last, image_rows, image_cols)."""
+        """z: (B, latent_dim) -> last feature map on the internal grid, (B, C_last, *cfg.grid)."""
         cfg = self.cfg
         h = self.dense(z).view(z.shape[0], cfg.channels[0], *cfg.base_grid)  # (B, C0, 8, 24)
         h = self.blocks(h)  # (B, C_last, 8*2^n, 24*2^n) = (B, 32, 256, 768) in the paper config
-        if h.shape[-2:] != (cfg.image_rows, cfg.image_cols):
-            h = F.interpolate(h, size=(cfg.image_rows, cfg.image_cols), mode=cfg.final_upsample,
+        if h.shape[-2:] != cfg.grid:
+            h = F.interpolate(h, size=cfg.grid, mode=cfg.final_upsample,
                               **({} if cfg.final_upsample == "nearest" else {"align_corners": False}))
         return h
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """z: (B, latent_dim) float -> (B, 1, image_rows, image_cols) in [-1, 1]."""
-        return torch.tanh(self.out(self.features(z)))  # (B, 1, 256, 768)
+        """z: (B, latent_dim) float -> (B, fr*fc, *cfg.grid) in [-1, 1]."""
+        return torch.tanh(self.out(self.features(z)))  # (B, 1, 256, 768) in the paper config
 
 
 class Critic(nn.Module):
     """Padded sensor image -> unbounded WGAN score.
 
-    ``forward(x)``: x of shape (B, 1, image_rows, image_cols) in [-1, 1] -> (B, 1).
+    ``forward(x)``: x of shape (B, fr*fc, *cfg.grid) in [-1, 1] (paper: (B, 1, 256, 768)) -> (B, 1).
     Five Conv(k, stride 2, pad k//2) + LeakyReLU (paper: 256x768 -> 8x24), global max pooling over
     the remaining grid, Dense -> 1. No normalization layers (the gradient penalty is per sample).
     """
@@ -170,7 +190,7 @@ class Critic(nn.Module):
         super().__init__()
         self.cfg = cfg = cfg or WganConfig()
         layers = []
-        c_in = 1
+        c_in = cfg.cell_channels
         for c in cfg.critic_channels:
             layers += [nn.Conv2d(c_in, c, cfg.kernel, stride=2, padding=cfg.kernel // 2), nn.LeakyReLU(cfg.leaky_slope)]
             c_in = c

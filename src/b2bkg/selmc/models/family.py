@@ -49,6 +49,8 @@ class SmcNnConfig(TrainConfig):
         skims: skims predicted at once (one output each; labels ``passed_<skim>``).
         channels, emb_dim, hidden, n_layers, heads: network sizes (see :class:`SmcNet`).
         count_channels: width of the counting branch (summed per-particle MLP; 0: off).
+        tag_features: add the generator-level tag-reconstructibility features
+            (:data:`~b2bkg.selmc.features.TAG_FEATURE_NAMES`; off for runs trained before they existed).
         max_particles, max_tokens: padding/cut lengths of the particle list and the decay string.
         lr, weight_decay: AdamW.
         decorr_lambda: weight of the DisCo decorrelation penalty (0: off).
@@ -65,6 +67,7 @@ class SmcNnConfig(TrainConfig):
     n_layers: int = 3
     heads: int = 2
     count_channels: int = 0
+    tag_features: bool = False
     max_particles: int = 96
     max_tokens: int = 192
     lr: float = 2e-3
@@ -116,7 +119,8 @@ def to_batch(feats: dict[str, np.ndarray], device="cpu") -> dict[str, torch.Tens
 def _features(events: SmcEvents, cfg: SmcNnConfig, vocab: np.ndarray):
     from b2bkg.selmc.features import event_features
 
-    return event_features(events, max_particles=cfg.max_particles, max_tokens=cfg.max_tokens, vocab=vocab)
+    return event_features(events, max_particles=cfg.max_particles, max_tokens=cfg.max_tokens, vocab=vocab,
+                          tag_features=cfg.tag_features)
 
 
 def _generator_level(events: SmcEvents) -> SmcEvents:
@@ -183,10 +187,10 @@ class SmcNn(Family):
     description = "skim-prediction network for selective MC (conv / ResNet / N-paths / GNN / tree transformer)"
 
     def build(self, cfg):
-        from b2bkg.selmc.features import N_PARTICLE_FEATURES, default_vocabulary
+        from b2bkg.selmc.features import default_vocabulary, n_particle_features
 
         vocab = torch.tensor(np.array(default_vocabulary()))
-        return {"net": SmcNet(cfg.arch, len(cfg.skims), vocab, N_PARTICLE_FEATURES, emb_dim=cfg.emb_dim, channels=cfg.channels,
+        return {"net": SmcNet(cfg.arch, len(cfg.skims), vocab, n_particle_features(cfg.tag_features), emb_dim=cfg.emb_dim, channels=cfg.channels,
                               hidden=cfg.hidden, n_layers=cfg.n_layers, heads=cfg.heads, count_channels=cfg.count_channels)}
 
     def optimizers(self, cfg, modules):
