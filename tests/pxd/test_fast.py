@@ -180,3 +180,19 @@ def test_fast_bad_data_one_line_error(tmp_path):
         w.append(pxd=PxdDigits.from_events([dict(sensor=[0], ucell=[1], vcell=[1], charge=[9])]))
     with pytest.raises(B2bkgError, match="at least 2"):
         train("pxd-fast", p, tmp_path / "run", overrides=FAST_SET)
+
+
+def test_condition_features_squares_and_cross_terms():
+    from b2bkg.pxd.models import fast_density as fd
+
+    rng = np.random.default_rng(0)
+    cond = np.exp(rng.normal(0, 0.3, (50, 6)))
+    cond[:, 5] = rng.random(50) < 0.5
+    dens = fd.fit_conditions_density(cond)
+    args = (cond, dens["feat_mean"], dens["feat_std"], dens["feat_used"])
+    lin, sq, full = fd.condition_features(*args), fd.condition_features(*args, True), fd.condition_features(*args, "full")
+    assert lin.shape == (50, 7) and sq.shape == (50, 12) and full.shape == (50, 22)
+    np.testing.assert_array_equal(full[:, :12], sq)
+    np.testing.assert_allclose(full[:, 12], sq[:, 1] * sq[:, 2])  # first pairwise product: log-lumi x log-HER current
+    with pytest.raises(ValueError, match="quadratic"):
+        fd.condition_features(*args, "cubic")

@@ -37,6 +37,7 @@ from b2bkg.core.errors import ConfigError, SchemaError
 from b2bkg.core.progress import progress
 from b2bkg.core.seeding import event_rng, stream_rng
 from b2bkg.io.events import N_SENSORS, N_UCELLS, N_VCELLS, PxdDigits
+from b2bkg.pxd.geometry import LAYER as PXD_LAYER
 from b2bkg.pxd.sample import BlockedAlias, assemble_digits
 from b2bkg.training.registry import Family, TrainConfig, register
 
@@ -633,16 +634,24 @@ def _calibrate(tabs: dict, st: dict, cond: np.ndarray | None, cfg: FastConfig, s
     d = _sample_digits(tabs, cfg, c_rows, rngs, hot_pixels=False)
     occ_g = np.bincount(d.event_index() * N_SENSORS + d.sensor, minlength=n_occ * N_SENSORS).reshape(n_occ, -1).astype(np.float64)
     occ_t = st["occ_ev"][rows]
-    tot_g, tot_t = occ_g.sum(1), occ_t.sum(1)
-    okr = (tot_g > 0) & (tot_t > 0)
     x_all = fd.condition_features(c_rows if c_rows is not None else np.ones((n_occ, 6)), tabs["feat_mean"], tabs["feat_std"],
                                   tabs["feat_used"] if c_rows is not None else 0.0 * tabs["feat_used"], _quadratic(cfg))
-    x, r = x_all[okr], np.log(tot_t[okr] / tot_g[okr])
-    pen = np.full(x.shape[1], cfg.ridge * len(r) * 10)
-    pen[0] = 0.0
-    delta = np.linalg.solve(x.T @ x + np.diag(pen) + 1e-9 * np.eye(x.shape[1]), x.T @ r)
-    tabs["coef"] += delta[None, :]
-    occ_g = occ_g * np.exp(x_all @ delta)[:, None]  # what the corrected model would give
+    # one regression per layer: the two layers see different source mixes, so their occupancy per
+    # cluster count moves differently with the conditions
+    layer = PXD_LAYER - 1  # (40,) 0 = inner, 1 = outer layer
+    slopes = 0.0
+    for k in (0, 1):
+        tot_g, tot_t = occ_g[:, layer == k].sum(1), occ_t[:, layer == k].sum(1)
+        okr = (tot_g > 0) & (tot_t > 0)
+        if not okr.any():
+            continue
+        x, r = x_all[okr], np.log(tot_t[okr] / tot_g[okr])
+        pen = np.full(x.shape[1], cfg.ridge * len(r) * 10)
+        pen[0] = 0.0
+        delta = np.linalg.solve(x.T @ x + np.diag(pen) + 1e-9 * np.eye(x.shape[1]), x.T @ r)
+        tabs["coef"][np.repeat(layer == k, K)] += delta[None, :]
+        occ_g[:, layer == k] *= np.exp(x_all @ delta)[:, None]  # what the corrected model would give
+        slopes += float(np.abs(delta[1:]).sum())
     mg, mt = occ_g.mean(0), occ_t.mean(0)
     ok = (mg > 0) & (mt > 0)
     var = np.where(ok, occ_g.var(0) / n_occ / np.maximum(mg, 1e-12) ** 2 + occ_t.var(0) / len(occ_t) / np.maximum(mt, 1e-12) ** 2, 0.0)
@@ -651,7 +660,7 @@ def _calibrate(tabs: dict, st: dict, cond: np.ndarray | None, cfg: FastConfig, s
     shrink = np.clip(1.0 - var / np.maximum(diff**2, 1e-30), 0.0, 1.0)
     corr = d0 + shrink * diff
     tabs["coef"][:, 0] += np.repeat(corr, K)
-    out["occ_calib_condition_slopes"] = float(np.abs(delta[1:]).sum())
+    out["occ_calib_condition_slopes"] = slopes
     out["occ_calib_bias_before"] = float(np.exp(-d0) - 1)
     out["occ_calib_sensor_err_before"] = float(np.mean(np.abs(mg[ok] / mt[ok] - 1)))
     out["occ_calib_mean_shrink"] = float(shrink.mean())
