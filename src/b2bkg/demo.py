@@ -47,8 +47,15 @@ class DemoSizes:
 
 #: README sample sizes: every table in the README is produced by ``b2bkg reproduce`` with these.
 REPRODUCE = DemoSizes(
-    pxd_train=1000, pxd_test=500, ecl_train=300, ecl_test=200, smc_train=100000, smc_test=60000, validate_events=150,
+    pxd_train=1000, pxd_test=2000, ecl_train=1000, ecl_test=2000, smc_train=40000, smc_test=20000, validate_events=100,
     pxd_models=("pxd-null", "pxd-fast", "pxd-wgan", "pxd-event-gan", "pxd-iea-gan", "pxd-diffusion"),
+    overrides=(
+        ("smc-nn", ("max_steps=3000", "lr_decay_start=0.3")),
+        ("ecl-gan", ("max_train_events=1000",)), ("ecl-cov", ("max_train_events=1000",)), ("ecl-ae", ("max_train_events=1000",)),
+        # the image GANs' README rows: 300 training events
+        ("pxd-wgan", ("max_train_events=300",)), ("pxd-event-gan", ("max_train_events=300",)),
+        ("pxd-iea-gan", ("max_train_events=300",)),
+    ),
 )
 
 

@@ -22,7 +22,7 @@ import torch
 from b2bkg.core.errors import ConfigError
 from b2bkg.core.seeding import stream_rng
 
-__all__ = ["Batches", "ArrayBatches"]
+__all__ = ["Batches", "ArrayBatches", "WrappedBatches"]
 
 
 class Batches(Protocol):
@@ -106,3 +106,19 @@ class ArrayBatches:
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
+
+
+class WrappedBatches:
+    """Base of batch streams built on an :class:`ArrayBatches` ``self._b`` (e.g. with a densifying
+    ``transform``): ``next``, ``state_dict`` and ``load_state_dict`` are the wrapped stream's."""
+
+    _b: ArrayBatches
+
+    def next(self):
+        return self._b.next()
+
+    def state_dict(self):
+        return self._b.state_dict()
+
+    def load_state_dict(self, state):
+        self._b.load_state_dict(state)

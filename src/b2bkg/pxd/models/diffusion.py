@@ -67,7 +67,7 @@ from b2bkg.io.events import N_SENSORS, N_UCELLS, N_VCELLS, Conditions, PxdDigits
 from b2bkg.pxd.diffusion_schedulers import BETA_SCHEDULES, PREDICTION_TYPES, NoiseSchedule, ddim_sample, ddpm_sample
 from b2bkg.pxd.images import PAD_ROWS, crop_rows, dense_to_digits, digits_to_sensor_images, to_adu
 from b2bkg.pxd.sample import assemble_digits
-from b2bkg.training.data import ArrayBatches
+from b2bkg.training.data import ArrayBatches, WrappedBatches
 from b2bkg.training.registry import Family, TrainConfig, register
 from b2bkg.training.sampling import event_generators, event_normal
 
@@ -534,7 +534,7 @@ def _read_training(path, cfg: PxdDiffusionConfig) -> tuple[PxdDigits, np.ndarray
     return digits, values
 
 
-class DiffusionBatches:
+class DiffusionBatches(WrappedBatches):
     """Training batches of single-sensor images: ``next()`` -> dict with
 
     ``x`` (B, 1, H, W) float32 in [-1, 1]; ``sensor`` (B,) int64; ``cond`` (B, 6) float32
@@ -570,15 +570,6 @@ class DiffusionBatches:
         if self.stats is not None:
             out.update({k: v.clone() for k, v in self.stats.items()})
         return out
-
-    def next(self):
-        return self._b.next()
-
-    def state_dict(self):
-        return self._b.state_dict()
-
-    def load_state_dict(self, state):
-        self._b.load_state_dict(state)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -325,32 +325,24 @@ def _draw_event_latents(gen, latent_shape, seed, events, device):
     return parts[0], parts[1:]
 
 
-@register("pxd-event-gan")
-class PxdEventGan(Family):
-    config_cls = EventGanConfig
+class EventImageFamily(Family):
+    """What the event-level image GANs share (``pxd-event-gan``, ``pxd-iea-gan``): whole events of 40
+    images as training batches, the statistics targets and per-sensor offsets set from the data,
+    validation, and sampling event ``i`` from latents of shape :meth:`latent_shape` plus the
+    generator's noise maps, all drawn from ``torch_generator(seed, "generate", i)``."""
+
     outputs = ("pxd",)
     generate_batch_size = 4
-    description = "event-level WGAN-GP: all 40 sensors of an event from one latent (seed 001, new approach)"
 
-    def build(self, cfg):
-        return {"generator": EventGenerator(cfg), "critic": EventCritic(cfg), **build_stats(cfg, N_SENSORS)}
-
-    def optimizers(self, cfg, modules):
-        return {k: torch.optim.Adam(modules[k].parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2)) for k in ("generator", "critic")}
+    def latent_shape(self, cfg) -> tuple[int, ...]:  # pragma: no cover - abstract
+        raise NotImplementedError
 
     def prepare(self, cfg, modules, data):
         prepare_stats(cfg, modules, data.digits)
-        init_event_offsets(cfg, modules["generator"], data.digits, (cfg.latent_dim,))
+        init_event_offsets(cfg, modules["generator"], data.digits, self.latent_shape(cfg))
 
     def make_data(self, cfg, path, seed, rank=0, world_size=1):
         return EventImageBatches(load_digits(path, cfg.max_train_events), cfg.batch_size, seed, cfg.grid_factor, rank, world_size)
-
-    def step(self, state, batch, step_idx):
-        """``n_critic`` WGAN-GP updates on whole events (B, 40, fr*fc, R, C), then one generator update."""
-        cfg, G, dev = state.cfg, state.modules["generator"], state.device
-        return wgan_gp_step(state, batch, lambda b: b,
-                            lambda n: G(torch.randn(n, cfg.latent_dim, device=dev), G.draw_noise(n, dev)),
-                            lambda fake: stats_loss(cfg, state.modules, fake, cfg.grid_factor))
 
     def load_val(self, cfg, path):
         return load_digits(path, cfg.val_events)
@@ -362,5 +354,27 @@ class PxdEventGan(Family):
     @torch.no_grad()
     def sample(self, modules, cfg, events, seed, device, conditions=None, keep=None):
         G = modules["generator"]
-        z, noise = _draw_event_latents(G, (cfg.latent_dim,), seed, events, device)
+        z, noise = _draw_event_latents(G, self.latent_shape(cfg), seed, events, device)
         return {"pxd": images_to_digits(G(z, noise), cfg.grid_factor, cfg.threshold_adu)}
+
+
+@register("pxd-event-gan")
+class PxdEventGan(EventImageFamily):
+    config_cls = EventGanConfig
+    description = "event-level WGAN-GP: all 40 sensors of an event from one latent (seed 001, new approach)"
+
+    def build(self, cfg):
+        return {"generator": EventGenerator(cfg), "critic": EventCritic(cfg), **build_stats(cfg, N_SENSORS)}
+
+    def optimizers(self, cfg, modules):
+        return {k: torch.optim.Adam(modules[k].parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2)) for k in ("generator", "critic")}
+
+    def latent_shape(self, cfg):
+        return (cfg.latent_dim,)
+
+    def step(self, state, batch, step_idx):
+        """``n_critic`` WGAN-GP updates on whole events (B, 40, fr*fc, R, C), then one generator update."""
+        cfg, G, dev = state.cfg, state.modules["generator"], state.device
+        return wgan_gp_step(state, batch, lambda b: b,
+                            lambda n: G(torch.randn(n, cfg.latent_dim, device=dev), G.draw_noise(n, dev)),
+                            lambda fake: stats_loss(cfg, state.modules, fake, cfg.grid_factor))

@@ -50,7 +50,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -58,11 +57,11 @@ import torch.nn.functional as F
 from b2bkg.core.config import check_range
 from b2bkg.core.errors import ConfigError
 from b2bkg.io.events import N_SENSORS
-from b2bkg.training.registry import Family, register
+from b2bkg.training.registry import register
 
-from .event_gan import EventNoiseMixin, NoisyUpTrunk, SensorEncoder, _check_trunk, _draw_event_latents
-from .gan_stats import build_stats, init_event_offsets, prepare_stats, stats_loss
-from .pxd_data import EventImageBatches, PxdImageGanConfig, images_to_digits, load_digits, soft_zero_suppress, validate_digits
+from .event_gan import EventImageFamily, EventNoiseMixin, NoisyUpTrunk, SensorEncoder, _check_trunk
+from .gan_stats import build_stats, stats_loss
+from .pxd_data import PxdImageGanConfig, soft_zero_suppress
 
 __all__ = ["IeaGanConfig", "IeaGenerator", "IeaDiscriminator", "PxdIeaGan", "intra_event_loss", "uniformity_loss"]
 
@@ -223,10 +222,8 @@ def uniformity_loss(emb: torch.Tensor, t: float = 2.0) -> torch.Tensor:
 
 
 @register("pxd-iea-gan")
-class PxdIeaGan(Family):
+class PxdIeaGan(EventImageFamily):
     config_cls = IeaGanConfig
-    outputs = ("pxd",)
-    generate_batch_size = 4
     description = "IEA-GAN: sensor-conditioned generator with a transformer across the 40 sensors, hinge + intra-event loss, EMA"
 
     def build(self, cfg):
@@ -236,12 +233,8 @@ class PxdIeaGan(Family):
         lr = {"generator": cfg.lr, "discriminator": cfg.lr * cfg.d_lr_factor}
         return {k: torch.optim.Adam(modules[k].parameters(), lr=v, betas=(cfg.beta1, cfg.beta2)) for k, v in lr.items()}
 
-    def prepare(self, cfg, modules, data):
-        prepare_stats(cfg, modules, data.digits)
-        init_event_offsets(cfg, modules["generator"], data.digits, (N_SENSORS, cfg.latent_dim))
-
-    def make_data(self, cfg, path, seed, rank=0, world_size=1):
-        return EventImageBatches(load_digits(path, cfg.max_train_events), cfg.batch_size, seed, cfg.grid_factor, rank, world_size)
+    def latent_shape(self, cfg):
+        return (N_SENSORS, cfg.latent_dim)
 
     def step(self, state, batch, step_idx):
         """``n_dis`` hinge-loss discriminator updates on events (B, 40, fr*fc, R, C), then one generator update."""
@@ -274,16 +267,3 @@ class PxdIeaGan(Family):
         fm, logged = stats_loss(cfg, state.modules, raw, cfg.grid_factor)
         state.update("generator", g_loss if fm is None else g_loss + fm)
         return {"d_loss": d_loss.item(), "g_hinge": hinge.item(), "intra_kl": intra.item(), "unif": unif.item(), **logged}
-
-    def load_val(self, cfg, path):
-        return load_digits(path, cfg.val_events)
-
-    def validate(self, modules, cfg, val_data, seed):
-        dev = next(modules["generator"].parameters()).device
-        return validate_digits(self.sample(modules, cfg, np.arange(cfg.val_events), seed, dev)["pxd"], val_data)
-
-    @torch.no_grad()
-    def sample(self, modules, cfg, events, seed, device, conditions=None, keep=None):
-        G = modules["generator"]
-        z, noise = _draw_event_latents(G, (N_SENSORS, cfg.latent_dim), seed, events, device)
-        return {"pxd": images_to_digits(G(z, noise), cfg.grid_factor, cfg.threshold_adu)}

@@ -41,7 +41,7 @@ from b2bkg.core.errors import ConfigError
 from b2bkg.io.events import N_SENSORS, N_UCELLS, N_VCELLS, PxdDigits
 from b2bkg.pxd.images import PAD_ROWS, crop_rows, dense_to_digits, digits_to_dense, digits_to_sensor_images, to_adu
 from b2bkg.pxd.metrics import diversity_check, image_features  # noqa: F401  (re-exported)
-from b2bkg.training.data import ArrayBatches
+from b2bkg.training.data import ArrayBatches, WrappedBatches
 from b2bkg.training.registry import TrainConfig
 
 __all__ = [
@@ -196,7 +196,7 @@ def _grid(factor) -> tuple[int, int]:
     return PAD_ROWS // factor[0], N_VCELLS // factor[1]
 
 
-class SensorImageBatches:
+class SensorImageBatches(WrappedBatches):
     """Batches of single-sensor images: rows are all (event, sensor) pairs of the file.
 
     ``next()`` -> ``{"x": (B, fr*fc, R, C) float32 in [-1, 1], "sensor": (B,) int64}``; shuffling,
@@ -213,32 +213,14 @@ class SensorImageBatches:
         x = digits_to_sensor_images(self.digits, batch["event"].numpy(), batch["sensor"].numpy())  # (B, 1, 256, 768)
         return {"x": space_to_depth(x, self.factor), "sensor": batch["sensor"]}
 
-    def next(self):
-        return self._b.next()
 
-    def state_dict(self):
-        return self._b.state_dict()
-
-    def load_state_dict(self, state):
-        self._b.load_state_dict(state)
-
-
-class EventImageBatches:
+class EventImageBatches(WrappedBatches):
     """Batches of whole events: ``next()`` -> (E, 40, fr*fc, R, C) float32 in [-1, 1]."""
 
     def __init__(self, digits: PxdDigits, events_per_batch: int, seed: int, factor, rank: int = 0, world_size: int = 1):
         self.digits, self.factor = digits, tuple(factor)
         self._b = ArrayBatches(np.arange(digits.n_events, dtype=np.int64), events_per_batch, seed, rank, world_size,
                                transform=lambda idx: event_images(self.digits, idx.numpy(), self.factor))
-
-    def next(self):
-        return self._b.next()
-
-    def state_dict(self):
-        return self._b.state_dict()
-
-    def load_state_dict(self, state):
-        self._b.load_state_dict(state)
 
 
 def images_to_digits(x: torch.Tensor, factor, threshold_adu: int = 7) -> PxdDigits:
