@@ -131,7 +131,7 @@ RECIPES.update({
     "pxd-diffusion": (_pxd_data, ["base_channels=8", "channel_mults=[1,2]", "emb_dim=16", "batch_size=4", "max_steps=1",
                                   "sampler_steps=2", "num_train_timesteps=20", "log_every=1", "checkpoint_every=1",
                                   "val_every=0", "decoder_fit_events=2", "lr_warmup_steps=0"], "small"),
-    "smc-nn": (_smc_data, _SMC_TINY + ["arch=conv"]),
+    "smc-nn": (_smc_data, _SMC_TINY + ["arch=conv", "tag_features=true"]),
     "smc-nn/transformer": (_smc_data, _SMC_TINY + ["arch=transformer", "heads=2"]),
 })
 

@@ -178,19 +178,20 @@ class _Smc(nn.Module):
 
 
 def _smc_nn(modules, cfg):
-    from b2bkg.selmc.features import N_PARTICLE_FEATURES
+    from b2bkg.selmc.features import n_particle_features
 
     net = modules["net"]
+    tag = bool(getattr(cfg, "tag_features", False))
     L, T = 4, 6
     ex = (torch.ones(1, L, dtype=torch.int64), torch.ones(1, L, dtype=torch.int64),
-          torch.tensor([[-1, 0, 0, 1]], dtype=torch.int64), torch.zeros(1, L, N_PARTICLE_FEATURES),
+          torch.tensor([[-1, 0, 0, 1]], dtype=torch.int64), torch.zeros(1, L, n_particle_features(tag)),
           torch.ones(1, L, dtype=torch.bool), torch.ones(1, T, dtype=torch.int64))
     names = ["pdg", "mother_pdg", "mother", "x", "mask", "tokens"]
     dyn = {n: {0: "batch", 1: "particles"} for n in names[:5]}
     dyn["tokens"] = {0: "batch", 1: "tokens"}
     dyn["prob"] = {0: "batch"}
     meta = {"postprocess": "smc_prob", "skims": list(cfg.skims), "max_particles": int(cfg.max_particles),
-            "max_tokens": int(cfg.max_tokens), "vocab": [int(v) for v in net.vocab.cpu().numpy()]}
+            "max_tokens": int(cfg.max_tokens), "vocab": [int(v) for v in net.vocab.cpu().numpy()], "tag_features": tag}
     return _spec(_Smc(net), ex, names, ["prob"], {}, dynamic_axes=dyn, meta=meta)
 
 
@@ -263,7 +264,8 @@ def smc_predict_onnx(sampler, events, batch_size: int = 256) -> np.ndarray:
     outs = []
     for a in range(0, events.n_events, batch_size):
         ev = events.slice(a, min(a + batch_size, events.n_events))
-        f = event_features(ev, max_particles=m["max_particles"], max_tokens=m["max_tokens"], vocab=vocab)
+        f = event_features(ev, max_particles=m["max_particles"], max_tokens=m["max_tokens"], vocab=vocab,
+                           tag_features=bool(m.get("tag_features", False)))
         b = to_batch(f)
         outs.append(sampler.run(**{k: v.numpy() for k, v in b.items() if k in sampler.input_names})["prob"])
     return np.concatenate(outs) if outs else np.zeros((0, len(m["skims"])), np.float32)
