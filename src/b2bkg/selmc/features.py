@@ -117,10 +117,10 @@ def tree_structure(events: SmcEvents) -> tuple[np.ndarray, np.ndarray]:
     return n_dau, depth
 
 
-def visibility(events: SmcEvents) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Acceptance summaries of every particle (see the module docstring), each (n_particles,) float64:
-    ``visible`` (0/1), number of visible final-state descendants (itself for a final-state particle)
-    and the invisible fraction of its energy."""
+def flat_tree(events: SmcEvents) -> dict[str, np.ndarray]:
+    """Flat views of the decay trees of ``events``, each (n_particles,): ``evi`` (event of the
+    particle), ``gm`` (global index of the mother, -1 for none), ``leaf`` (no daughters), ``apdg``
+    (abs PDG id), ``px, py, pz, e`` (GeV, float64), ``pt`` (GeV) and ``theta`` (deg)."""
     off = events.offsets
     n_part = int(off[-1])
     evi = np.repeat(np.arange(events.n_events), np.diff(off))
@@ -128,10 +128,18 @@ def visibility(events: SmcEvents) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     mother = P["mother"].astype(np.int64)
     gm = np.where(mother >= 0, off[evi] + np.maximum(mother, 0), -1)
     leaf = np.bincount(gm[gm >= 0], minlength=n_part) == 0
-    apdg = np.abs(P["pdg"].astype(np.int64))
     px, py, pz, e = (P[k].astype(np.float64) for k in ("px", "py", "pz", "energy"))
     pt = np.hypot(px, py)
-    theta = np.degrees(np.arctan2(pt, pz))
+    return {"evi": evi, "gm": gm, "leaf": leaf, "apdg": np.abs(P["pdg"].astype(np.int64)), "px": px, "py": py, "pz": pz,
+            "e": e, "pt": pt, "theta": np.degrees(np.arctan2(pt, pz))}
+
+
+def visibility(events: SmcEvents) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Acceptance summaries of every particle (see the module docstring), each (n_particles,) float64:
+    ``visible`` (0/1), number of visible final-state descendants (itself for a final-state particle)
+    and the invisible fraction of its energy."""
+    t = flat_tree(events)
+    gm, leaf, apdg, e, pt, theta = t["gm"], t["leaf"], t["apdg"], t["e"], t["pt"], t["theta"]
     charged = np.isin(apdg, (11, 13, 211, 321, 2212)) & (pt > 0.1) & (theta > 17.0) & (theta < 150.0)
     photon = (apdg == 22) & (e > 0.03) & (theta > 12.4) & (theta < 155.1)
     vis = (leaf & (charged | photon)).astype(np.float64)

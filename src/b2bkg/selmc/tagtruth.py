@@ -36,6 +36,8 @@ import numpy as np
 
 from b2bkg.io.events import SmcEvents
 
+from .features import flat_tree
+
 __all__ = ["CATEGORIES", "TAG_PARTICLE_FEATURES", "TAG_EVENT_FEATURES", "tag_reconstructibility"]
 
 # reconstructed kinds, column index in the reco-children count matrix; column N = "other"
@@ -115,15 +117,10 @@ def tag_reconstructibility(events: SmcEvents) -> tuple[dict[str, np.ndarray], di
     n = events.n_events
     off = events.offsets
     n_part = int(off[-1])
-    evi = np.repeat(np.arange(n), np.diff(off))
     P = events.particles
-    mother = P["mother"].astype(np.int64)
-    gm = np.where(mother >= 0, off[evi] + np.maximum(mother, 0), -1)
-    leaf = np.bincount(gm[gm >= 0], minlength=n_part) == 0
-    apdg = np.abs(P["pdg"].astype(np.int64))
-    px, py, pz, e = (P[k].astype(np.float64) for k in ("px", "py", "pz", "energy"))
-    pt = np.hypot(px, py)
-    theta = np.degrees(np.arctan2(pt, pz))
+    t = flat_tree(events)
+    evi, gm, leaf, apdg = t["evi"], t["gm"], t["leaf"], t["apdg"]
+    e, pt, theta = t["e"], t["pt"], t["theta"]
     rvtx = np.hypot(P["vx"], P["vy"]).astype(np.float64)
 
     col = np.full(n_part, _OTHER, np.int64)
