@@ -35,7 +35,7 @@ class DemoSizes:
     ecl_train: int = 120
     ecl_test: int = 60
     smc_train: int = 20000
-    smc_test: int = 10000
+    smc_test: int = 6000
     validate_events: int = 60
     pxd_models: tuple[str, ...] = ("pxd-null", "pxd-fast")
     ecl_models: tuple[str, ...] = ("ecl-cov", "ecl-ae", "ecl-gan")
