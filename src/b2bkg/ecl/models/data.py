@@ -39,6 +39,7 @@ from b2bkg.core.seeding import stream_rng
 from b2bkg.ecl.geometry import N_CRYSTALS, N_RINGS, RING_SIZES, RING_START, crystal_theta_id
 from b2bkg.ecl.metrics import ValidationSubset, make_validation_subset
 from b2bkg.ecl.select import select_waveforms
+from b2bkg.training.data import ArrayBatches, WrappedBatches
 
 __all__ = [
     "N_SAMPLES",
@@ -214,7 +215,7 @@ def ring_blocks() -> list[tuple[int, int, int, int]]:
     return out
 
 
-class SetBatches:
+class SetBatches(WrappedBatches):
     """Training batches of *sets*: ``set_size`` non-selected crystals of one event.
 
     Each event's non-selected crystals are shuffled once (``stream_rng(seed, "ecl.sets")``) and
@@ -224,8 +225,6 @@ class SetBatches:
     """
 
     def __init__(self, data: EclData, set_size: int, sets_per_batch: int, seed: int, rank: int = 0, world_size: int = 1):
-        from b2bkg.training.data import ArrayBatches
-
         self.data = data
         rng = stream_rng(seed, "ecl.sets")
         ev_list, cr_list = [], []
@@ -237,7 +236,7 @@ class SetBatches:
             ev_list.append(np.full(m // set_size, e, dtype=np.int64))
         self.crystals = np.concatenate(cr_list).astype(np.int64)  # (n_sets, K)
         self.events = np.concatenate(ev_list)  # (n_sets,)
-        self._inner = ArrayBatches(np.arange(len(self.events)), sets_per_batch, seed, rank, world_size, transform=self._gather)
+        self._b = ArrayBatches(np.arange(len(self.events)), sets_per_batch, seed, rank, world_size, transform=self._gather)
 
     def _gather(self, idx: torch.Tensor) -> dict:
         i = idx.numpy()
@@ -248,14 +247,6 @@ class SetBatches:
     def __len__(self) -> int:
         return len(self.events)
 
-    def next(self):
-        return self._inner.next()
-
-    def state_dict(self):
-        return self._inner.state_dict()
-
-    def load_state_dict(self, state):
-        self._inner.load_state_dict(state)
 
 
 def load_validation(path: str | Path, n_events: int, n_crystals: int, seed: int = 0) -> ValidationSubset:
