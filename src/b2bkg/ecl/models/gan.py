@@ -43,7 +43,7 @@ from b2bkg.training.sampling import event_generators
 
 from .common import EclFamily, EclTrainConfig
 from .data import N_SAMPLES, SetBatches, load_ecl_data
-from .wavegen import WaveGenerator, fit_generator
+from .wavegen import WaveGenerator, fit_generator, latent_dims
 
 __all__ = ["EclGanConfig", "Discriminator", "EclGan", "smoothed_labels", "waveform_features"]
 
@@ -97,13 +97,13 @@ class EclGanConfig(EclTrainConfig):
 
     @property
     def latent_dim(self) -> int:
-        """Per-crystal latent ``z`` of the generator (31 noise + 2 per photon slot)."""
-        return N_SAMPLES + 2 * self.photon_slots
+        """Per-crystal latent ``z`` of the generator (:func:`.wavegen.latent_dims`)."""
+        return latent_dims(self.photon_slots, self.coherent_modes, self.rate_factors)[0]
 
     @property
     def event_latent_dim(self) -> int:
-        """Per-event latent ``e`` (coherent-noise waveforms and pile-up rate factors)."""
-        return self.coherent_modes * N_SAMPLES + self.rate_factors
+        """Per-event latent ``e`` (:func:`.wavegen.latent_dims`)."""
+        return latent_dims(self.photon_slots, self.coherent_modes, self.rate_factors)[1]
 
     def __post_init__(self):
         super().__post_init__()

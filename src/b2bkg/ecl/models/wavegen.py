@@ -47,7 +47,13 @@ from b2bkg.ecl.geometry import N_CRYSTALS, N_RINGS, RING_SIZES, RING_START
 
 from .data import N_SAMPLES, _ring_of_crystal, fit_normalization, ring_blocks
 
-__all__ = ["WaveGenerator", "fit_generator"]
+__all__ = ["WaveGenerator", "fit_generator", "latent_dims"]
+
+
+def latent_dims(slots: int, coherent_modes: int, rate_factors: int) -> tuple[int, int]:
+    """(per-crystal, per-event) latent sizes: 31 noise normals + 2 per photon slot (occupancy /
+    amplitude, time); the coherent-noise waveforms (modes x 31) + the pile-up rate factors."""
+    return N_SAMPLES + 2 * slots, coherent_modes * N_SAMPLES + rate_factors
 
 
 class WaveGenerator(nn.Module):
@@ -122,13 +128,13 @@ class WaveGenerator(nn.Module):
 
     @property
     def z_dim(self) -> int:
-        """Per-crystal latent: 31 noise normals + 2 per photon slot (occupancy/amplitude, time)."""
-        return N_SAMPLES + 2 * self.slots
+        """Per-crystal latent size (:func:`latent_dims`)."""
+        return latent_dims(self.slots, self.M, self.K)[0]
 
     @property
     def e_dim(self) -> int:
-        """Per-event latent: the M coherent-noise waveforms (M*31) and the K rate factors."""
-        return self.M * N_SAMPLES + self.K
+        """Per-event latent size (:func:`latent_dims`)."""
+        return latent_dims(self.slots, self.M, self.K)[1]
 
     @property
     def norm(self) -> "WaveGenerator":
