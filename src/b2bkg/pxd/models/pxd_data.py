@@ -40,13 +40,12 @@ from b2bkg.core.config import check_range
 from b2bkg.core.errors import ConfigError
 from b2bkg.io.events import N_SENSORS, N_UCELLS, N_VCELLS, PxdDigits
 from b2bkg.pxd.images import PAD_ROWS, crop_rows, dense_to_digits, digits_to_dense, digits_to_sensor_images, to_adu
-from b2bkg.pxd.metrics import diversity_check, image_features  # noqa: F401  (re-exported)
 from b2bkg.training.data import ArrayBatches, WrappedBatches
 from b2bkg.training.registry import TrainConfig
 
 __all__ = [
     "PxdImageGanConfig", "space_to_depth", "depth_to_space", "load_digits", "SensorImageBatches", "EventImageBatches",
-    "images_to_digits", "event_images", "soft_zero_suppress", "image_features", "diversity_check", "validate_digits", "generator_device",
+    "images_to_digits", "event_images", "soft_zero_suppress", "validate_digits", "generator_device",
 ]
 
 
