@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from b2bkg.core.errors import ConfigError, SchemaError
 from b2bkg.io import open_file
+from b2bkg.io.atomic import write_text_atomic
+
+
+def _meta(path) -> dict:
+    with open_file(path) as f:
+        return dict(f.meta)
 
 
 def _load(path, group, max_events):
@@ -21,6 +28,8 @@ def evaluate_files(truth, generated, out, *, truth2=None, seed: int = 0, max_eve
     """Evaluate ``generated`` against ``truth`` (and the floor from ``truth2``), writing ``out/``.
 
     ``train`` (PXD only): the model's training file, for the mode-collapse / memorization check.
+    ``out/provenance.json`` records each input's ``simulator_hash``; ``metrics["warnings"]`` says
+    when truth, floor and training files come from different simulator versions.
 
     The pillar is chosen from the truth file's groups: ``pxd`` -> :func:`b2bkg.pxd.evaluate.evaluate_pxd`,
     ``ecl`` -> :func:`b2bkg.ecl.evaluate.evaluate_ecl`.
@@ -53,6 +62,17 @@ def evaluate_files(truth, generated, out, *, truth2=None, seed: int = 0, max_eve
 
         kw["mask"] = select_waveforms(t.waveforms)
     metrics = fn(t, g, out, truth2=t2, seed=seed, **kw)
+    # truth, floor and training samples should come from one simulator version
+    from b2bkg.core.provenance import physics_mismatch
+
+    sources = {"truth": truth, "truth2": truth2, "train": train}
+    metas = {label: _meta(p) for label, p in sources.items() if p is not None}
+    metrics["simulator_hash"] = {label: m.get("simulator_hash") for label, m in metas.items()}
+    mismatch = physics_mismatch(metas)
+    metrics["warnings"] = [mismatch] if mismatch else []
+    write_text_atomic(Path(out) / "provenance.json", json.dumps(
+        {"simulator_hash": metrics["simulator_hash"], "git": {k: m.get("git") for k, m in metas.items()},
+         "warnings": metrics["warnings"]}, indent=1) + "\n")
     if group == "pxd":
         from b2bkg.pxd.evaluate import format_metrics
 

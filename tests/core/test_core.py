@@ -112,3 +112,26 @@ def test_fixed_length_tuple_field():
         grid: tuple[int, int] = (8, 24)
 
     assert from_dict(G, {"grid": [4, 12]}).grid == (4, 12)
+
+
+def test_simulator_hash_pins_source_and_config():
+    from b2bkg.core.provenance import physics_mismatch, simulator_hash
+
+    a = simulator_hash("pxd", {"x": 1.0})
+    assert a == simulator_hash("pxd", {"x": 1.0}) and len(a) == 16
+    assert a != simulator_hash("pxd", {"x": 1.5}) and a != simulator_hash("ecl", {"x": 1.0})
+    with pytest.raises(ValueError, match="unknown simulator"):
+        simulator_hash("svd")
+    assert physics_mismatch({"truth": {"simulator_hash": a}, "real": {}}) is None
+    assert "different simulator" in physics_mismatch({"t": {"simulator_hash": a}, "f": {"simulator_hash": "0" * 16}})
+
+
+def test_simulated_files_record_their_simulator(tmp_path):
+    from b2bkg.core.config import to_dict
+    from b2bkg.core.provenance import simulator_hash
+    from b2bkg.io import open_file
+    from b2bkg.pxd.simulate import PxdSimConfig, simulate_pxd
+
+    simulate_pxd(1, 3, tmp_path / "p.h5")
+    with open_file(tmp_path / "p.h5") as f:
+        assert f.meta["simulator_hash"] == simulator_hash("pxd", to_dict(PxdSimConfig()))

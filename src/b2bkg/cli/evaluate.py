@@ -20,4 +20,6 @@ def command(truth, generated, truth2, out, train, max_events, seed):
     from b2bkg.evaluate import evaluate_files
 
     metrics = evaluate_files(truth, generated, out, truth2=truth2, seed=seed, max_events=max_events, train=train)
+    for line in metrics.get("warnings", []):
+        click.echo(f"warning: {line}", err=True)
     click.echo(metrics.get("summary_text", f"wrote {out}/metrics.json"))

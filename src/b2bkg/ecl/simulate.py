@@ -317,7 +317,10 @@ def simulate_ecl(
 
     cfg = config or EclSimConfig()
     out = Path(out)
-    attrs = {"ecl_detector": default_detector(cfg.detector).version, "ecl_sim_config": to_dict(cfg)}
+    from b2bkg.core.provenance import simulator_hash
+
+    attrs = {"ecl_detector": default_detector(cfg.detector).version, "ecl_sim_config": to_dict(cfg),
+             "simulator_hash": simulator_hash("ecl", to_dict(cfg))}
     with FileWriter(out, seed=seed, command=command, attrs=attrs) as w:
         bar = progress(total=n_events, desc="simulate ecl", unit="event")
         try:

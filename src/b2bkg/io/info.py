@@ -14,7 +14,8 @@ def info(path) -> dict:
     out: dict = {"file": str(path), "size_bytes": os.path.getsize(path)}
     with open_file(path) as f:
         out.update(format=f.format, schema=f.meta.get("schema"), n_events=f.n_events, groups=list(f.groups),
-                   seed=f.meta.get("seed"), command=f.meta.get("command"), b2bkg_version=f.meta.get("b2bkg_version"))
+                   seed=f.meta.get("seed"), command=f.meta.get("command"), b2bkg_version=f.meta.get("b2bkg_version"),
+                   git=f.meta.get("git"), simulator_hash=f.meta.get("simulator_hash"))
         n = f.n_events
         out["size_per_event_bytes"] = out["size_bytes"] / n if n else None
         for g in ("pxd", "smc"):

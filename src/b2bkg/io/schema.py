@@ -7,13 +7,13 @@ See shared/DESIGN.md. Every reader validates what it reads and raises
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
 
 from b2bkg import __version__
 from b2bkg.core.errors import SchemaError
+from b2bkg.core.provenance import git_hash
 
 from .events import N_CRYSTALS, N_SAMPLES, PXD_FIELDS, SCHEMAS, SMC_PARTICLE_FIELDS
 
@@ -58,13 +58,6 @@ def parse_schema_tag(tag, file: str) -> tuple[str, ...]:
     return tuple(groups)
 
 
-def _git_hash() -> str:
-    try:
-        root = Path(__file__).resolve().parents[3]
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() if out.returncode == 0 else ""
-    except Exception:
-        return ""
 
 
 def make_meta(groups, n_events: int, seed, command: str, attrs: dict | None = None) -> dict:
@@ -75,7 +68,7 @@ def make_meta(groups, n_events: int, seed, command: str, attrs: dict | None = No
         "seed": -1 if seed is None else int(seed),
         "command": command or "",
         "b2bkg_version": __version__,
-        "git": _git_hash(),
+        "git": git_hash(),
     }
     for k, v in (attrs or {}).items():
         meta[k] = v if isinstance(v, (int, float, str, bool)) else json.dumps(v)

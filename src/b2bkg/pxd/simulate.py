@@ -737,7 +737,10 @@ def simulate_pxd(
 
     cfg = config or PxdSimConfig()
     out = Path(out)
-    attrs = {"pxd_detector": default_detector(cfg.detector).version, "pxd_sim_config": to_dict(cfg)}
+    from b2bkg.core.provenance import simulator_hash
+
+    attrs = {"pxd_detector": default_detector(cfg.detector).version, "pxd_sim_config": to_dict(cfg),
+             "simulator_hash": simulator_hash("pxd", to_dict(cfg))}
     with FileWriter(out, seed=seed, command=command, attrs=attrs) as w:
         bar = progress(total=n_events, desc="simulate pxd", unit="event")
         try:

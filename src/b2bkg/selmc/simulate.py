@@ -79,8 +79,15 @@ def simulate_smc(n_events: int, seed: int, out, *, sample: str = "mixed", oracle
 
     _check(n_events, oracle_repeats, chunk_size, sample)
     out = Path(out)
+    import decaylanguage
+
+    from b2bkg.core.config import to_dict
+    from b2bkg.core.provenance import simulator_hash
+
+    physics = {"generator": to_dict(GeneratorConfig()), "skim": to_dict(SkimConfig()),
+               "decaylanguage": decaylanguage.__version__}
     attrs = {"sample": sample, "oracle_repeats": int(oracle_repeats), "skims": ",".join(SKIMS),
-             "decay_file": "decaylanguage DECAY_BELLE2.DEC"}
+             "decay_file": "decaylanguage DECAY_BELLE2.DEC", "simulator_hash": simulator_hash("smc", physics)}
     t0 = time.perf_counter()
     with FileWriter(out, seed=seed, command=command, attrs=attrs) as w:
         bar = progress(total=n_events, desc=f"simulate smc ({sample})", unit="ev")

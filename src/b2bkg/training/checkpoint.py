@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import subprocess
 from pathlib import Path
 
 import torch
@@ -30,6 +29,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from b2bkg.core.errors import ModelError
+from b2bkg.core.provenance import git_hash  # noqa: F401  (re-exported: runs record it)
 
 __all__ = [
     "atomic_path", "write_json", "read_json", "write_yaml", "save_modules", "load_modules", "module_tensors",
@@ -194,15 +194,3 @@ class CsvLog:
             self._rewrite([r for r in self.rows() if int(float(r.get("step") or 0)) <= step])
 
 
-def git_hash() -> str | None:
-    """Commit of the b2bkg source tree, if it is a git checkout (``+dirty`` if modified)."""
-    here = Path(__file__).resolve().parent
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        if rev.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=5)
-        return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
