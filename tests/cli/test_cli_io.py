@@ -61,3 +61,27 @@ def test_truncated_input_is_one_line_exit_2(tmp_path, tiny_pxd, suffix):
 def test_unknown_verb():
     p = run("frobnicate")
     assert p.returncode == 2 and "No such command" in p.stderr
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".root"])
+def test_merge_concatenates_and_refuses_mismatches(tmp_path, tiny_pxd, tiny_smc, suffix):
+    from b2bkg.io import merge, open_file
+    from b2bkg.io.events import PxdDigits
+
+    a, b, c = tmp_path / "a.h5", tmp_path / "b.h5", tmp_path / "c.h5"
+    write_file(a, seed=1, pxd=tiny_pxd, attrs={"simulator_hash": "aaaa"})
+    write_file(b, seed=2, pxd=tiny_pxd.slice(0, 1), attrs={"simulator_hash": "aaaa"})
+    write_file(c, seed=3, pxd=tiny_pxd, attrs={"simulator_hash": "cccc"})
+    out = tmp_path / f"m{suffix}"
+    run("--quiet", "merge", str(a), str(b), "--out", str(out), check=True)
+    assert read_pxd(out) == PxdDigits.concat([tiny_pxd, tiny_pxd.slice(0, 1)])
+    with open_file(out) as f:
+        assert f.meta["seed"] == -1 and f.meta["simulator_hash"] == "aaaa"
+        assert [m["seed"] for m in json.loads(f.meta["merged_from"])] == [1, 2]
+    p = run("merge", str(a), str(c), "--out", str(tmp_path / "x.h5"))
+    assert p.returncode == 2 and "different simulator versions" in p.stderr and not (tmp_path / "x.h5").exists()
+    merge([a, c], tmp_path / "y.h5", allow_mixed=True)
+    assert read_pxd(tmp_path / "y.h5").n_events == 2 * tiny_pxd.n_events
+    write_file(tmp_path / "s.h5", seed=1, smc=tiny_smc)
+    p = run("merge", str(a), str(tmp_path / "s.h5"), "--out", str(tmp_path / "z.h5"))
+    assert p.returncode == 2 and "cannot merge" in p.stderr and len(p.stderr.strip().splitlines()) == 1

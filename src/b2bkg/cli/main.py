@@ -34,6 +34,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "export": ("b2bkg.cli.export", "Export a sampling network to ONNX."),
     "info": ("b2bkg.cli.info", "Summary of a b2bkg data file."),
     "convert": ("b2bkg.cli.convert", "Convert HDF5 <-> ROOT (by suffix)."),
+    "merge": ("b2bkg.cli.merge", "Concatenate data files of one schema into one file."),
     "demo": ("b2bkg.cli.demo", "The main job end to end on the embedded default."),
 }
 

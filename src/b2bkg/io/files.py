@@ -219,21 +219,64 @@ def read_conditions(path, start=0, stop=None):
         return c.values, c.names
 
 
+_STANDARD_META = ("schema", "n_events", "seed", "command", "b2bkg_version", "git")
+
+
+def merge(srcs, dst, *, chunk: int = 100, command: str = "", allow_mixed: bool = False) -> Path:
+    """Concatenate the events of ``srcs`` (in order) into ``dst`` (format by suffix), chunk by chunk.
+
+    The inputs must hold the same groups (and, for ``smc``, the same per-event datasets, which the
+    writer checks); files from different truth-simulator versions (``simulator_hash``) are refused
+    unless ``allow_mixed``. The output keeps the first file's attributes, its seed if every input
+    has the same seed (else none), and records ``merged_from`` (file, seed, n_events of each). SMC
+    ``event_id`` values are kept as they are: events of files simulated with different seeds are
+    told apart by their position, not by ``event_id``.
+    """
+    from b2bkg.core.errors import ConfigError
+    from b2bkg.core.progress import progress_bar
+
+    srcs = [Path(s) for s in srcs]
+    if not srcs:
+        raise ConfigError("merge: no input files given")
+    if Path(dst).resolve() in {s.resolve() for s in srcs}:
+        raise ConfigError(f"merge: output {dst} is also an input")
+    metas, groups = [], None
+    for s in srcs:
+        with open_file(s) as f:
+            metas.append(dict(f.meta))
+            if groups is None:
+                groups = f.groups
+            elif f.groups != groups:
+                raise SchemaError(str(s), None, f"holds groups {f.groups}, {srcs[0]} holds {groups}: cannot merge")
+    hashes = {m.get("simulator_hash") for m in metas if m.get("simulator_hash")}
+    if len(hashes) > 1 and not allow_mixed:
+        raise SchemaError(str(srcs[-1]), None, f"inputs come from different simulator versions {sorted(hashes)} "
+                          "(pass allow_mixed / --allow-mixed to merge anyway)")
+    attrs = {k: v for k, v in metas[0].items() if k not in _STANDARD_META}
+    seeds = {m.get("seed") for m in metas}
+    seed = metas[0].get("seed") if len(seeds) == 1 else None
+    if len(srcs) == 1:
+        attrs["converted_from"] = str(srcs[0])
+    else:
+        attrs["merged_from"] = [{"file": str(s), "seed": m.get("seed"), "n_events": m.get("n_events")}
+                                for s, m in zip(srcs, metas)]
+        if len(hashes) > 1:
+            attrs["simulator_hash"] = "mixed:" + ",".join(sorted(hashes))
+    with FileWriter(dst, seed=seed, command=command or metas[0].get("command", ""), attrs=attrs) as w:
+        total = sum(int(m.get("n_events", 0)) for m in metas)
+        if total == 0 and groups:
+            with open_file(srcs[0]) as f:  # keep the (empty) structure
+                w.append(**{g: f.read(g, 0, 0) for g in f.groups})
+        with progress_bar(total, desc="merge" if len(srcs) > 1 else "convert", unit="event") as bar:
+            for s in srcs:
+                with open_file(s) as f:
+                    for a in range(0, f.n_events, chunk):
+                        b = min(f.n_events, a + chunk)
+                        w.append(**{g: f.read(g, a, b) for g in f.groups})
+                        bar.update(b - a)
+    return Path(dst)
+
+
 def convert(src, dst, *, chunk: int = 100, command: str = "") -> Path:
     """Copy every group of ``src`` into ``dst`` (format by suffix), chunk by chunk."""
-    from b2bkg.core.progress import progress
-
-    with open_file(src) as f:
-        meta = dict(f.meta)
-        attrs = {k: v for k, v in meta.items() if k not in ("schema", "n_events", "seed", "command", "b2bkg_version", "git")}
-        attrs["converted_from"] = str(src)
-        with FileWriter(dst, seed=meta.get("seed"), command=command or meta.get("command", ""), attrs=attrs) as w:
-            if f.n_events == 0 or not f.groups:
-                # keep the (empty) structure
-                parts = {g: f.read(g, 0, 0) for g in f.groups}
-                if parts:
-                    w.append(**parts)
-            for s in progress(range(0, f.n_events, chunk), desc="convert", unit="chunk"):
-                e = min(f.n_events, s + chunk)
-                w.append(**{g: f.read(g, s, e) for g in f.groups})
-    return Path(dst)
+    return merge([src], dst, chunk=chunk, command=command)
