@@ -198,7 +198,7 @@ def rois_from_tracks(signal, tracking_config=None, config: RoiConfig | None = No
     meas[:, 2:] = signal.svd
     sig[:, 2:, 0] = np.asarray(tcfg.svd_sigma_u_um) * 1e-3
     sig[:, 2:, 1] = np.asarray(tcfg.svd_sigma_v_um) * 1e-3
-    p0 = trk._seed_from_svd(meas, tcfg)
+    p0 = trk.seed_from_svd(meas, tcfg)
     sensors = trk.trajectory(p0, tcfg)["sensors"]
     fit = trk.fit_helix(p0, meas, sig, sensors, signal.mass, tcfg, kink_surfaces=(2, 3, 4, 5), n_iter=tcfg.fit_iterations + 1)
     from b2bkg.pxd import geometry as geo
@@ -207,7 +207,7 @@ def rois_from_tracks(signal, tracking_config=None, config: RoiConfig | None = No
     st0 = trk.perigee_to_state(fit["p"])
     ev, se, uv, cv = [], [], [], []
     for layer in (1, 2):
-        s, pred, P = trk._predict_layer(fit, layer, signal.mass, tcfg)
+        s, pred, P = trk.predict_layer(fit, layer, signal.mass, tcfg)
         ev.append(signal.event)
         se.append(s)
         uv.append(pred)

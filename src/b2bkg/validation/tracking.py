@@ -57,7 +57,7 @@ __all__ = [
     "TrackingConfig", "SignalSample", "TrackResults", "PARAM_NAMES", "PT_BINS", "PION_MASS_GEV", "KAON_MASS_GEV",
     "perigee_to_state", "state_to_perigee", "propagate_to_cylinder", "propagate_to_plane", "omega_from_pt",
     "highland_theta0", "trajectory", "fit_helix", "sample_y4s_tracks", "simulate_tracks", "simulate_signal",
-    "pxd_signal_digits", "cluster_table", "reconstruct", "fit_gaussian_width",
+    "pxd_signal_digits", "cluster_table", "reconstruct", "fit_gaussian_width", "seed_from_svd", "predict_layer",
 ]
 
 C_LIGHT = 0.299792458  #: GeV / (T m)
@@ -466,7 +466,7 @@ def fit_helix(p0: np.ndarray, meas: np.ndarray, sigma: np.ndarray, sensors: np.n
     return {"p": p, "cov": cov, "chi2": chi2, "ndf": ndf, "ok": ok & np.isfinite(p).all(axis=1)}
 
 
-def _seed_from_svd(meas: np.ndarray, cfg: TrackingConfig) -> np.ndarray:
+def seed_from_svd(meas: np.ndarray, cfg: TrackingConfig) -> np.ndarray:
     """Starting helix from the 4 SVD points: algebraic (Kasa) circle fit, then z = z0 + s tanl.
 
     Args: meas (n, 6, 2) with SVD at rows 2..5 (r*phi, z). Returns perigee parameters (n, 5).
@@ -818,8 +818,10 @@ class TrackResults:
     ndf: np.ndarray
 
 
-def _predict_layer(fit: dict, layer: int, mass, cfg: TrackingConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sensor, local (u, v) and covariance of the crossing of PXD ``layer`` predicted by a fit."""
+def predict_layer(fit: dict, layer: int, mass, cfg: TrackingConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sensor (n,), local (u, v) (n, 2) in mm and their covariance (n, 2, 2) of the crossing of PXD
+    ``layer`` (1 or 2) predicted by a helix ``fit`` (dict with "p" (n, 5), "cov" (n, 5, 5), "ok" (n,));
+    sensor -1 where the fit failed."""
     p, C = fit["p"], fit["cov"]
     n = len(p)
     tr = trajectory(p, cfg)
@@ -873,12 +875,12 @@ def reconstruct(signal: SignalSample, background: PxdDigits | None, config: Trac
     meas[:, 2:] = signal.svd
     sig[:, 2:, 0] = np.asarray(cfg.svd_sigma_u_um) * 1e-3
     sig[:, 2:, 1] = np.asarray(cfg.svd_sigma_v_um) * 1e-3
-    p0 = _seed_from_svd(meas, cfg)
+    p0 = seed_from_svd(meas, cfg)
     sensors = trajectory(p0, cfg)["sensors"]
     fit = fit_helix(p0, meas, sig, sensors, mass, cfg, kink_surfaces=(2, 3, 4, 5), n_iter=cfg.fit_iterations + 1)
     attached = np.full((n, 2), -1, np.int64)
     for layer, kinks in ((2, (1, 2, 3, 4, 5)), (1, (0, 1, 2, 3, 4, 5))):
-        sens, pred, P = _predict_layer(fit, layer, mass, cfg)
+        sens, pred, P = predict_layer(fit, layer, mass, cfg)
         c = _attach(tid, signal.event, sens, pred, P, cl, cfg.window_chi2)
         attached[:, layer - 1] = c
         has = c >= 0
