@@ -119,3 +119,41 @@ def _check_counts(net, b):
     two = (net.counter(torch.cat([part, part], 1)) * torch.cat([b["mask"], b["mask"]], 1).unsqueeze(-1)).sum(1)
     torch.testing.assert_close(two, 2 * one)
     assert float(one.sum()) > 0
+
+
+def test_ensemble_averages_member_logits(events):
+    from b2bkg.selmc.models.nets import SmcEnsemble
+
+    a, b = _net("seed"), _net("gnn")
+    ens = SmcEnsemble([a, b]).eval()
+    batch = to_batch(event_features(events.slice(0, 6), max_particles=96, max_tokens=192))
+    with torch.no_grad():
+        torch.testing.assert_close(ens(batch), (a(batch) + b(batch)) / 2)
+        assert ens.member_logits(batch).shape == (2, 6, 2)
+    with pytest.raises(ConfigError, match="members"):
+        SmcEnsemble([a])
+
+
+def test_merge_runs_and_joint_ensemble(data_file, events, tmp_path):
+    from b2bkg.selmc.models.family import merge_runs
+    from b2bkg.selmc.models.nets import SmcEnsemble
+
+    base = ["max_steps=2", "batch_size=16", "channels=8", "emb_dim=4", "hidden=8", "n_layers=2", "val_events=32", "val_every=2"]
+    r1 = train("smc-nn", data_file, tmp_path / "a", val=data_file, seed=3, overrides=base)
+    r2 = train("smc-nn", data_file, tmp_path / "b", val=data_file, seed=4, overrides=base)
+    merged = merge_runs([r1, r2], tmp_path / "ens")
+    net, cfg = load_run(merged)
+    assert isinstance(net, SmcEnsemble) and cfg.members == 2
+    (n1, c1), (n2, _c2) = load_run(r1), load_run(r2)
+    l1 = np.log(p := predict(n1, c1, events)) - np.log1p(-p)
+    l2 = np.log(p := predict(n2, c1, events)) - np.log1p(-p)
+    np.testing.assert_allclose(predict(net, cfg, events), 1 / (1 + np.exp(-(l1 + l2) / 2)), rtol=1e-4, atol=1e-6)
+    r3 = train("smc-nn", data_file, tmp_path / "c", seed=3, overrides=base[:-2] + ["channels=12"])
+    with pytest.raises(ConfigError, match="channels"):
+        merge_runs([r1, r3], tmp_path / "bad")
+    # members trained jointly: one run folder, an ensemble, its own loss per member
+    r4 = train("smc-nn", data_file, tmp_path / "joint", val=data_file, seed=3, overrides=base + ["members=2"])
+    net4, cfg4 = load_run(r4)
+    assert isinstance(net4, SmcEnsemble) and len(net4.members) == 2
+    assert not torch.equal(net4.members[0].head[0].weight, net4.members[1].head[0].weight)
+    assert predict(net4, cfg4, events).shape == (N, 2)

@@ -16,6 +16,11 @@ Example:
     $ b2bkg simulate smc --events 60000 --seed 11 --out train.h5
     $ b2bkg train smc-nn --data train.h5 --val val.h5 --out runs/smc --set arch=seed
     $ b2bkg filter --model runs/smc --in test.h5 --out kept.h5 --p-min 0.01
+
+Ensembles (``members > 1``): the network is a :class:`~b2bkg.selmc.models.nets.SmcEnsemble`
+whose score averages the members' logits. Train the members jointly (``--set members=2``, each
+member with its own loss on the same batches) or separately and combine their run folders with
+:func:`merge_runs` (any folder it writes is an ordinary run folder for ``filter``, ``export``...).
 """
 
 from __future__ import annotations
@@ -33,11 +38,15 @@ from b2bkg.io.events import SmcEvents
 from b2bkg.training.data import ArrayBatches
 from b2bkg.training.registry import Family, TrainConfig, register
 
-from .nets import ARCHS, SmcNet
+from .nets import ARCHS, SmcEnsemble, SmcNet
 
-__all__ = ["SmcNnConfig", "SmcNn", "to_batch", "predict", "load_run", "DECORR_VARS", "distance_correlation"]
+__all__ = ["SmcNnConfig", "SmcNn", "to_batch", "predict", "load_run", "merge_runs", "DECORR_VARS", "distance_correlation",
+           "ARCH_FIELDS"]
 
 DECORR_VARS = ("mbc", "de", "tag_p", "n_tracks", "n_clusters", "e_visible")
+#: config fields that fix a member network's shape and inputs: the members of an ensemble share them
+ARCH_FIELDS = ("arch", "skims", "channels", "emb_dim", "hidden", "n_layers", "heads", "count_channels", "tag_features",
+               "max_particles", "max_tokens")
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,8 @@ class SmcNnConfig(TrainConfig):
         decorr_vars: emulator outputs the score is decorrelated from (see :data:`DECORR_VARS`).
         train_events: use only the first N events of the training file (0: all).
         predict_batch: events per forward pass when scoring.
+        members: networks in the ensemble (1: a single :class:`SmcNet`; M > 1: an
+            :class:`SmcEnsemble` of M, logits averaged; cost per event x M).
     """
 
     arch: str = "seed"
@@ -76,6 +87,7 @@ class SmcNnConfig(TrainConfig):
     decorr_vars: tuple[str, ...] = ("mbc", "tag_p", "n_tracks")
     train_events: int = 0
     predict_batch: int = 512
+    members: int = 1
     batch_size: int = 256
     val_metric: str = "bce"
     val_mode: str = "min"
@@ -102,6 +114,7 @@ class SmcNnConfig(TrainConfig):
         check_range("decorr_lambda", self.decorr_lambda, 0.0, None)
         check_range("train_events", self.train_events, 0, None)
         check_range("predict_batch", self.predict_batch, 1, None)
+        check_range("members", self.members, 1, 64)
 
 
 def to_batch(feats: dict[str, np.ndarray], device="cpu") -> dict[str, torch.Tensor]:
@@ -168,6 +181,55 @@ def load_run(run_dir: str | Path, device="cpu") -> tuple[SmcNet, SmcNnConfig]:
     return modules["net"].to(device).eval(), cfg
 
 
+def merge_runs(runs, out: str | Path, *, command: str = "") -> Path:
+    """Combine trained single-network ``smc-nn`` run folders into one ensemble run folder.
+
+    Each run contributes the weights :func:`load_run` picks (``best.safetensors`` if validated).
+    The runs must agree on :data:`ARCH_FIELDS` (same inputs and member shape); the first run's
+    config is kept with ``members`` set to the number of runs.
+
+    Args:
+        runs: two or more run folders.
+        out: new run folder (created; ``config.yaml`` + ``weights.safetensors`` + ``merged.json``).
+    Returns:
+        ``out`` as a Path, loadable by :func:`load_run` and every tool that reads run folders.
+    """
+    import hashlib
+
+    from b2bkg.core.config import load_yaml, to_dict
+    from b2bkg.training.checkpoint import save_modules, write_json, write_yaml
+
+    runs = [Path(r) for r in runs]
+    if len(runs) < 2:
+        raise ConfigError(f"merge_runs: give >= 2 run folders, got {len(runs)}")
+    loaded = [load_run(r) for r in runs]
+    c0 = loaded[0][1]
+    for r, (_net, c) in zip(runs[1:], loaded[1:]):
+        if c.members != 1:
+            raise ConfigError(f"merge_runs: {r} is already an ensemble (members={c.members}); merge single networks")
+        diff = [f for f in ARCH_FIELDS if getattr(c, f) != getattr(c0, f)]
+        if diff:
+            raise ConfigError(f"merge_runs: {r} differs from {runs[0]} in {diff[0]}={getattr(c, diff[0])!r} "
+                              f"(vs {getattr(c0, diff[0])!r}); ensemble members must share {', '.join(ARCH_FIELDS)}")
+    if c0.members != 1:
+        raise ConfigError(f"merge_runs: {runs[0]} is already an ensemble (members={c0.members}); merge single networks")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rc = load_yaml(runs[0] / "config.yaml")
+    rc["config"] = {**to_dict(c0), "members": len(runs)}
+    rc["command"] = command or f"merge_runs({', '.join(map(str, runs))})"
+    rc["ensemble_of"] = [str(r) for r in runs]
+    ens = SmcEnsemble([net for net, _c in loaded])
+    save_modules(out / "weights.safetensors", {"net": ens}, {"model": "smc-nn", "members": len(runs)})
+    write_yaml(out / "config.yaml", rc)
+    sources = []
+    for r in runs:
+        w = r / "best.safetensors" if (r / "best.safetensors").is_file() else r / "weights.safetensors"
+        sources.append({"run": str(r), "weights": w.name, "sha256": hashlib.sha256(w.read_bytes()).hexdigest()})
+    write_json(out / "merged.json", {"members": sources})
+    return out
+
+
 def distance_correlation(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Squared distance correlation dCor^2(x, y) of two 1D samples (n,) (0: independent; 1: functional)."""
     def centred(z):
@@ -190,8 +252,12 @@ class SmcNn(Family):
         from b2bkg.selmc.features import default_vocabulary, n_particle_features
 
         vocab = torch.tensor(np.array(default_vocabulary()))
-        return {"net": SmcNet(cfg.arch, len(cfg.skims), vocab, n_particle_features(cfg.tag_features), emb_dim=cfg.emb_dim, channels=cfg.channels,
-                              hidden=cfg.hidden, n_layers=cfg.n_layers, heads=cfg.heads, count_channels=cfg.count_channels)}
+
+        def one():
+            return SmcNet(cfg.arch, len(cfg.skims), vocab, n_particle_features(cfg.tag_features), emb_dim=cfg.emb_dim, channels=cfg.channels,
+                          hidden=cfg.hidden, n_layers=cfg.n_layers, heads=cfg.heads, count_channels=cfg.count_channels)
+
+        return {"net": one() if cfg.members == 1 else SmcEnsemble([one() for _ in range(cfg.members)])}
 
     def optimizers(self, cfg, modules):
         return {"net": torch.optim.AdamW(modules["net"].parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)}
@@ -252,9 +318,14 @@ class SmcNn(Family):
 
     def step(self, state, batch, step_idx):
         cfg, net = state.cfg, state.modules["net"]
-        logits = net(batch)  # (B, S)
         y = batch["y"]
-        bce = F.binary_cross_entropy_with_logits(logits, y)
+        if isinstance(net, SmcEnsemble):  # every member its own loss: independent members
+            ml = net.member_logits(batch)  # (M, B, S)
+            logits = ml.mean(0)
+            bce = F.binary_cross_entropy_with_logits(ml, y.expand_as(ml))
+        else:
+            logits = net(batch)  # (B, S)
+            bce = F.binary_cross_entropy_with_logits(logits, y)
         loss, out = bce, {"bce": bce.item()}
         if cfg.decorr_lambda > 0:
             prob = torch.sigmoid(logits)

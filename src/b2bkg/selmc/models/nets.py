@@ -33,7 +33,7 @@ from torch import nn
 
 from b2bkg.core.errors import ConfigError
 
-__all__ = ["ARCHS", "SmcNet", "masked_mean", "masked_max"]
+__all__ = ["ARCHS", "SmcNet", "SmcEnsemble", "masked_mean", "masked_max"]
 
 ARCHS = ("conv", "resnet", "inception", "seed", "gnn", "transformer")
 
@@ -281,3 +281,34 @@ class SmcNet(nn.Module):
             counts = (self.counter(part) * mask.unsqueeze(-1).to(part.dtype)).sum(1)  # (B, K), >= 0
             z = torch.cat([z, torch.log1p(counts)], 1)
         return self.head(z)  # (B, S) logits
+
+
+class SmcEnsemble(nn.Module):
+    """An ensemble of :class:`SmcNet` members over the same inputs: logits averaged.
+
+    Averaging the members' logits (the geometric mean of their odds) removes part of each
+    member's training noise: members that differ only by initialisation and batch order make
+    uncorrelated errors on the rare passing events. Same contract as :class:`SmcNet`:
+    ``forward(batch) -> logits (B, S)``; ``member_logits(batch) -> (M, B, S)`` is what training
+    uses (each member gets its own loss, so members stay independent).
+
+    Args:
+        members: M >= 2 networks built with the same vocabulary and feature width.
+    """
+
+    def __init__(self, members: list[SmcNet]):
+        super().__init__()
+        if len(members) < 2:
+            raise ConfigError(f"members: an ensemble needs >= 2 networks, got {len(members)}")
+        v0 = members[0].vocab
+        if any(m.vocab.shape != v0.shape or not torch.equal(m.vocab, v0) for m in members[1:]):
+            raise ConfigError("members: the networks of an ensemble must share one PDG vocabulary")
+        self.members = nn.ModuleList(members)
+        self.register_buffer("vocab", v0.clone())
+
+    def member_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits of every member, (M, B, S)."""
+        return torch.stack([m(batch) for m in self.members])
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.member_logits(batch).mean(0)
