@@ -11,8 +11,10 @@ from b2bkg.io import FileWriter
 from b2bkg.io.events import N_SENSORS, N_UCELLS, N_VCELLS, PxdDigits
 from b2bkg.pxd.models.event_gan import ConditionalBatchNorm
 from b2bkg.pxd.models.gan_stats import (
-    StatsMatcher, digits_level_fractions, level_fractions, valid_cells,
+    StatsMatcher, digits_level_fractions, event_factor_loadings, init_event_factors, init_event_offsets, level_fractions,
+    valid_cells,
 )
+from b2bkg.pxd.models.iea_gan import IeaGanConfig, IeaGenerator
 from b2bkg.pxd.models.pxd_data import event_images
 from b2bkg.pxd.models.wgan import Critic, Generator, WganConfig
 from b2bkg.training.distributed import DistInfo
@@ -123,6 +125,66 @@ def test_small_config_step_uses_the_matching_terms(name, tmp_path):
     assert {"fm_occ", "fm_cov", "fm_charge"} <= set(losses)
     assert all(np.isfinite(v) for v in losses.values())
     assert int(stats.ema_steps) == 1 and float(stats.ema_occ.sum()) > 0
+
+
+def _correlated_digits(rng, n_events, lam, a) -> tuple[PxdDigits, np.ndarray]:
+    """Events whose sensor s has Poisson(lam * exp(a[s] u)) hits, u ~ N(0, 1) per event (one shared
+    beam-background factor), at random pixels; returns the digits and u."""
+    u = rng.standard_normal(n_events)
+    events = []
+    for e in range(n_events):
+        k = rng.poisson(lam * np.exp(a * u[e]))
+        s = np.repeat(np.arange(N_SENSORS), k)
+        key = np.unique(s * (N_UCELLS * N_VCELLS) + rng.integers(0, N_UCELLS * N_VCELLS, len(s)))
+        events.append({"sensor": key // (N_UCELLS * N_VCELLS), "ucell": key // N_VCELLS % N_UCELLS, "vcell": key % N_VCELLS,
+                       "charge": rng.integers(7, 120, len(key))})
+    return PxdDigits.from_events(events), u
+
+
+def test_event_factor_loadings_find_the_shared_factor():
+    rng = np.random.default_rng(4)
+    a = 0.1 + 0.1 * (np.arange(N_SENSORS) % 3)  # sensor responses to the event factor
+    u = rng.standard_normal(400)
+    occ = 0.01 * np.exp(a[None] * u[:, None] + 0.02 * rng.standard_normal((400, N_SENSORS)))
+    lo = event_factor_loadings(occ, 2)
+    assert lo.shape == (N_SENSORS, 2)
+    want = a * u.std()
+    np.testing.assert_allclose(lo[:, 0], want, rtol=0.05)  # sign: u > 0 = more background
+    assert np.abs(lo[:, 1]).max() < 0.05 * want.max()  # nothing else is shared
+    np.testing.assert_allclose(event_factor_loadings(0.01 * np.exp(-a[None] * u[:, None]), 1),
+                               event_factor_loadings(0.01 * np.exp(a[None] * u[:, None]), 1), rtol=1e-4)  # u -> -u: the same
+    mixed = np.where(np.arange(N_SENSORS) < 30, a, -a)  # 10 sensors anti-correlated with the others keep their sign
+    np.testing.assert_allclose(event_factor_loadings(0.01 * np.exp(mixed[None] * u[:, None]), 1)[:, 0], mixed * u.std(), rtol=1e-3)
+
+
+def test_init_event_factors_gives_the_generator_the_data_occupancy_covariance():
+    """After the offsets and the event factors are initialised from data with one shared factor, moving
+    the generator's event latent u by +-1 moves each sensor's log occupancy by +- its data loading."""
+    rng = np.random.default_rng(5)
+    a = 0.1 + 0.1 * (np.arange(N_SENSORS) % 3)
+    digits, _ = _correlated_digits(rng, 24, 1500.0, a)
+    cfg = IeaGanConfig(grid_factor=(8, 8), latent_dim=2, embed_dim=4, heads=1, base_grid=(16, 48), channels=(4,), noise_channels=1,
+                       critic_channels=(2, 2), out_bias_init=-1.5, init_occupancy=True, event_factors=1)
+    torch.manual_seed(0)
+    g = IeaGenerator(cfg).eval()
+    init_event_offsets(cfg, g, digits, (N_SENSORS, cfg.latent_dim), events=1)
+    scale = init_event_factors(cfg, g, digits, (N_SENSORS, cfg.latent_dim), events=1)
+    assert scale.shape == (N_SENSORS, 1) and (scale > 0).all()
+    gen = torch.Generator().manual_seed(1)
+    z = torch.randn(1, N_SENSORS, cfg.latent_dim, generator=gen)
+    noise = [torch.randn(1, *sh, generator=gen) for sh in g.noise_shapes()[:-1]]
+    valid = valid_cells(cfg.grid_factor)
+    logs = []
+    for u in (1.0, -1.0):
+        with torch.no_grad():
+            x = g(z, noise + [torch.full((1, 1), u)])
+        logs.append(torch.log(level_fractions(x.reshape(1, N_SENSORS, -1), valid, (7,))[..., 0].mean(0)).numpy())
+    want = event_factor_loadings(digits_level_fractions(digits, (7,))[..., 0], 1)[:, 0]
+    got = (logs[0] - logs[1]) / 2
+    assert np.corrcoef(got, want)[0, 1] > 0.95
+    np.testing.assert_allclose(got.mean(), want.mean(), rtol=0.15)
+    cfg_off = IeaGanConfig(**{**cfg.__dict__, "init_occupancy": False})
+    assert init_event_factors(cfg_off, g, digits, (N_SENSORS, cfg.latent_dim)) is None
 
 
 def test_coarse_wgan_emits_cells_of_the_full_image():

@@ -107,6 +107,42 @@ def test_event_generator_shares_the_event_latent():
     assert EventCritic(cfg)(a).shape == (1, 1)
 
 
+@pytest.mark.parametrize("name", ["event", "iea"])
+def test_event_factors_shift_each_sensor_by_its_scale_around_the_norms(name):
+    """The shared event latent u moves sensor s's pre-tanh output by exactly ``sensor_scale[s] . u``
+    on every pixel (added after the event norm, so the norm cannot divide it away); without
+    ``event_factors`` there is no such parameter."""
+    torch.manual_seed(0)
+    if name == "event":
+        cfg = EventGanConfig(**EVENT_TINY, event_factors=2)
+        g = EventGenerator(cfg).eval()
+        with torch.no_grad():  # z then reaches the images only through the event factors
+            g.to_sensors.weight.zero_()
+        z = torch.randn(1, cfg.latent_dim)
+        noise = g.draw_noise(1)
+        z2 = z.clone()
+        z2[0, :2] += torch.tensor([0.5, -1.0])
+        args = (z, noise), (z2, noise)
+    else:
+        cfg = IeaGanConfig(**IEA_TINY, event_factors=2)
+        g = IeaGenerator(cfg).eval()
+        z = torch.randn(1, N_SENSORS, cfg.latent_dim)
+        noise = g.draw_noise(1)
+        assert noise[-1].shape == (1, 2)  # u: the last noise input
+        noise2 = noise[:-1] + [noise[-1] + torch.tensor([[0.5, -1.0]])]
+        args = (z, noise), (z, noise2)
+    assert g.sensor_scale.shape == (N_SENSORS, 2) and not g.sensor_scale.detach().any()
+    with torch.no_grad():
+        g.sensor_scale.copy_(0.05 * torch.randn(N_SENSORS, 2))
+        a, b = (torch.atanh(g(*x).clamp(-0.999, 0.999)).double() for x in args)
+    want = (g.sensor_scale.detach().double() @ torch.tensor([0.5, -1.0], dtype=torch.float64))  # (40,)
+    inside = (a.abs() < 3) & (b.abs() < 3)  # away from the clamp
+    diff = torch.where(inside, b - a, want[None, :, None, None, None])
+    assert torch.allclose(diff, want[None, :, None, None, None].expand_as(diff), atol=2e-3)
+    plain = (EventGenerator(EventGanConfig(**EVENT_TINY)) if name == "event" else IeaGenerator(IeaGanConfig(**IEA_TINY)))
+    assert plain.sensor_scale is None
+
+
 def test_iea_transformer_relates_the_sensors_of_an_event():
     """Changing the noise of sensor 0 changes the image of sensor 7 (through the transformer) and not
     the images of another event in the batch."""

@@ -26,8 +26,18 @@ added to the pre-tanh output of all 40 sensors, a direct path for what moves eve
 steps, batch 1 event, no statistics matching): the critic did not hold it back and the
 sensor-occupancy correlations came out ~0.9 instead of the data's ~0.1. With ``norm: event`` the
 common mode of the 40 sensors is normalized away inside the trunk (correlations come out at
--1/39 without a path around the norm), so the small config turns it on and lets the covariance
-term of the statistics matching set its size.
+-1/39 without a path around the norm); as a 30-step continuation with the covariance term it still
+overshot (+0.35 vs +0.11). The small config uses the *event factors* below instead.
+
+*Event factors* (``event_factors: k``, the small config): the sensor-occupancy correlations of the
+data come from event-level fluctuations of the background sources (beam currents, vacuum,
+injection) that scale every sensor's rate together, each sensor by its own amount. The first k
+components ``u`` of the event latent z enter each sensor's pre-tanh output as
+``sensor_scale[s] . u`` ((40, k) learned scales), after the last norm, so no normalization divides
+them away; with ``init_occupancy`` ``prepare`` initialises the scales from the training data's
+leading principal components of the log sensor occupancies (:func:`~b2bkg.pxd.models.gan_stats.init_event_factors`),
+and the covariance term of the statistics matching trains them further. A single ``event_shift``
+is the special case of one factor with equal scales; unconstrained, it overshot.
 
 The noise maps give each pixel its own randomness (hit positions are random; a 64-dimensional z
 cannot place ~70 000 hits). Output channels are the ``grid_factor`` space-to-depth cells
@@ -74,12 +84,12 @@ from b2bkg.io.events import N_SENSORS
 from b2bkg.training.registry import Family, register
 from b2bkg.training.sampling import event_normal
 
-from .gan_stats import build_stats, init_event_offsets, prepare_stats, stats_loss
+from .gan_stats import build_stats, init_event_factors, init_event_offsets, prepare_stats, stats_loss
 from .pxd_data import EventImageBatches, PxdImageGanConfig, images_to_digits, load_digits, validate_digits, wgan_gp_step
 
 __all__ = [
     "EventGanConfig", "EventGenerator", "EventCritic", "PxdEventGan", "ConditionalBatchNorm", "NoisyUpTrunk",
-    "SensorEncoder", "split_noise",
+    "SensorEncoder", "split_noise", "generator_param_groups",
 ]
 
 
@@ -91,6 +101,12 @@ class EventGanConfig(PxdImageGanConfig):
         latent_dim: event latent z (shared by the 40 sensors).
         sensor_latent_dim: size S of the per-sensor vectors the first Dense makes from z.
         event_shift: add a learned per-event offset (from z) to the pre-tanh output of all sensors.
+        event_factors: k > 0: the first k components u of z also move each sensor's pre-tanh output
+            by ``sensor_scale[s] . u`` (a learned (40, k) scale per sensor, around every norm):
+            the event-level occupancy fluctuation the sensors share (see the module docstring).
+        event_factor_lr: learning rate of the (40, k) ``sensor_scale`` relative to ``lr``: its
+            values are ~0.005-0.05 (pre-tanh units), so Adam's per-parameter steps of ``lr`` would
+            random-walk them away from the data initialisation within a hundred steps.
         base_grid: (rows, cols) of the Dense output per sensor; ``base_grid * 2**len(channels)``
             must equal the internal grid (256 / fr, 768 / fc).
         channels: output channels of the generator blocks (2x upsampling each).
@@ -111,6 +127,8 @@ class EventGanConfig(PxdImageGanConfig):
     latent_dim: int = 64
     sensor_latent_dim: int = 32
     event_shift: bool = False
+    event_factors: int = 0
+    event_factor_lr: float = 0.1
     base_grid: tuple[int, ...] = (4, 12)
     channels: tuple[int, ...] = (32, 16, 16)
     noise_channels: int = 4
@@ -126,6 +144,8 @@ class EventGanConfig(PxdImageGanConfig):
         super().__post_init__()
         check_range("latent_dim", self.latent_dim, 1, 4096)
         check_range("sensor_latent_dim", self.sensor_latent_dim, 1, 4096)
+        check_range("event_factors", self.event_factors, 0, self.latent_dim)
+        check_range("event_factor_lr", self.event_factor_lr, 0.0, 100.0)
         check_range("noise_channels", self.noise_channels, 0, 256)
         check_range("sensor_dim", self.sensor_dim, 1, 4096)
         check_range("head_hidden", self.head_hidden, 1, 65536)
@@ -287,6 +307,8 @@ class EventGenerator(EventNoiseMixin, nn.Module):
         self.trunk = NoisyUpTrunk(c0, cfg.channels, cfg.base_grid, cfg.noise_channels, cfg.sensor_latent_dim + cfg.sensor_dim,
                                   cfg.cell_channels, cfg.out_bias_init, N_SENSORS if cfg.norm == "event" else 0)
         self.sensor_offset = nn.Parameter(torch.zeros(N_SENSORS))  # pre-tanh output offset per sensor (init_occupancy)
+        # (40, k) response of each sensor's pre-tanh output to the event factors u = z[:, :k] (init_event_factors)
+        self.sensor_scale = nn.Parameter(torch.zeros(N_SENSORS, cfg.event_factors)) if cfg.event_factors else None
         self.register_buffer("sensors", torch.arange(N_SENSORS), persistent=False)
 
     def forward(self, z: torch.Tensor, noise: list[torch.Tensor]) -> torch.Tensor:
@@ -298,6 +320,8 @@ class EventGenerator(EventNoiseMixin, nn.Module):
         shift = self.sensor_offset.repeat(b)  # (B*40,) per-sensor pre-tanh offset
         if self.event_shift is not None:
             shift = shift + self.event_shift(z)[:, 0].repeat_interleave(N_SENSORS)
+        if self.sensor_scale is not None:  # event factors: each sensor's learned response to the shared u
+            shift = shift + (z[:, :cfg.event_factors] @ self.sensor_scale.T).reshape(-1)  # (B, 40) -> (B*40,)
         x = self.trunk(h, cond, nz, shift)  # (B*40, fr*fc, R, C)
         return x.view(b, N_SENSORS, *x.shape[1:])
 
@@ -315,6 +339,17 @@ class EventCritic(nn.Module):
         b = x.shape[0]
         f = self.encoder(x.reshape(b * N_SENSORS, *x.shape[2:]))  # (B*40, 2F)
         return self.head(f.view(b, -1))  # (B, 1)
+
+
+def generator_param_groups(G: nn.Module, lr: float, scale_lr_factor: float) -> list[dict]:
+    """Adam parameter groups of an event generator: everything at ``lr``, its ``sensor_scale`` (event
+    factors, if any) at ``lr * scale_lr_factor``."""
+    scale = getattr(G, "sensor_scale", None)
+    rest = [p for p in G.parameters() if p is not scale]
+    groups = [{"params": rest, "lr": lr}]
+    if scale is not None:
+        groups.append({"params": [scale], "lr": lr * scale_lr_factor})
+    return groups
 
 
 def _draw_event_latents(gen, latent_shape, seed, events, device):
@@ -340,6 +375,7 @@ class EventImageFamily(Family):
     def prepare(self, cfg, modules, data):
         prepare_stats(cfg, modules, data.digits)
         init_event_offsets(cfg, modules["generator"], data.digits, self.latent_shape(cfg))
+        init_event_factors(cfg, modules["generator"], data.digits, self.latent_shape(cfg))
 
     def make_data(self, cfg, path, seed, rank=0, world_size=1):
         return EventImageBatches(load_digits(path, cfg.max_train_events), cfg.batch_size, seed, cfg.grid_factor, rank, world_size)
@@ -367,7 +403,9 @@ class PxdEventGan(EventImageFamily):
         return {"generator": EventGenerator(cfg), "critic": EventCritic(cfg), **build_stats(cfg, N_SENSORS)}
 
     def optimizers(self, cfg, modules):
-        return {k: torch.optim.Adam(modules[k].parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2)) for k in ("generator", "critic")}
+        betas = (cfg.beta1, cfg.beta2)
+        return {"generator": torch.optim.Adam(generator_param_groups(modules["generator"], cfg.lr, cfg.event_factor_lr), betas=betas),
+                "critic": torch.optim.Adam(modules["critic"].parameters(), lr=cfg.lr, betas=betas)}
 
     def latent_shape(self, cfg):
         return (cfg.latent_dim,)

@@ -53,7 +53,8 @@ from b2bkg.core.errors import ConfigError
 from b2bkg.io.events import N_SENSORS, N_UCELLS, N_VCELLS, PxdDigits
 from b2bkg.pxd.images import PAD_ROWS
 
-__all__ = ["StatsMatcher", "level_fractions", "digits_level_fractions", "level_edges", "valid_cells", "DEFAULT_LEVELS_ADU"]
+__all__ = ["StatsMatcher", "level_fractions", "digits_level_fractions", "level_edges", "valid_cells", "DEFAULT_LEVELS_ADU",
+           "event_factor_loadings", "init_event_factors"]
 
 #: charge levels (ADU) of the matched survival function: the 7-ADU threshold, then roughly the
 #: 10 ... 99 % quantiles of the truth pixel charge (median 18 ADU)
@@ -276,3 +277,62 @@ def init_event_offsets(cfg, G, digits: PxdDigits, latent_shape, events: int = 4)
     noise = [torch.randn(events, *s, generator=gen).to(dev) for s in G.noise_shapes()]
     target = torch.as_tensor(digits_level_fractions(digits, (cfg.threshold_adu,))[..., 0].mean(0), dtype=torch.float32)
     return calibrate_offsets(lambda: G(z, noise), G.sensor_offset.data, target, cfg.grid_factor, cfg.threshold_adu)
+
+
+def event_factor_loadings(occ: np.ndarray, k: int) -> np.ndarray:
+    """Top-``k`` principal components of the event-to-event covariance of log sensor occupancy.
+
+    Args:
+        occ: (n_events, G) per-event occupancies (fractions), n_events >= 2.
+        k: number of event factors.
+
+    Returns:
+        (G, k) float64 loadings ``L`` (eigenvectors scaled by the square root of their eigenvalue,
+        largest first; each column's sign chosen so its sum is >= 0, i.e. u > 0 means "more
+        background"): ``log occ ~ mean + L u`` with u ~ N(0, I_k) reproduces the leading part of the
+        covariance, the part the sensors share through the event's beam conditions.
+    """
+    occ = np.asarray(occ, np.float64)
+    l = np.log(occ + 1.0 / (N_UCELLS * N_VCELLS))  # one pixel: no log(0)
+    w, v = np.linalg.eigh(np.cov(l.T).reshape(occ.shape[1], occ.shape[1]))
+    w, v = w[::-1][:k].clip(min=0.0), v[:, ::-1][:, :k]
+    lo = v * np.sqrt(w)
+    return lo * np.where(lo.sum(0) < 0, -1.0, 1.0)
+
+
+@torch.no_grad()
+def init_event_factors(cfg, G, digits: PxdDigits, latent_shape, events: int = 4, delta: float = 0.1,
+                       max_scale: float = 2.0) -> torch.Tensor | None:
+    """``init_occupancy`` of the event factors of an event generator ``G(z, noise)`` with (40,)
+    ``sensor_offset`` and (40, k) ``sensor_scale`` parameters (``cfg.event_factors`` = k > 0).
+
+    The pre-tanh offset of sensor s in an event is ``sensor_offset[s] + sensor_scale[s] . u`` with
+    u ~ N(0, I_k) shared by the event's 40 sensors. The data's loadings ``L`` (G, k)
+    (:func:`event_factor_loadings`, in log occupancy) are converted to pre-tanh units by the
+    generator's measured response ``d log occ_s / d offset_s`` (central difference +- ``delta`` on
+    ``events`` fixed draws): ``sensor_scale = L / slope`` (clipped to +- ``max_scale``), so the
+    untrained generator already has the data's leading occupancy correlations. Call after the
+    offsets are calibrated. Returns the (40, k) scales set, or None when off.
+    """
+    k = int(getattr(cfg, "event_factors", 0))
+    if not cfg.init_occupancy or k == 0 or digits.n_events < 2:
+        return None
+    occ = digits_level_fractions(digits, (cfg.threshold_adu,))[..., 0]  # (n, 40)
+    loadings = torch.as_tensor(event_factor_loadings(occ, k), dtype=torch.float32)  # (40, k)
+    dev = G.sensor_offset.device
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(events, *latent_shape, generator=gen).to(dev)
+    noise = [torch.randn(events, *s, generator=gen).to(dev) for s in G.noise_shapes()]
+    valid = valid_cells(cfg.grid_factor).to(dev)
+    scale, off = G.sensor_scale.data, G.sensor_offset.data
+    scale.zero_()
+    logs = []
+    for d in (delta, -delta):
+        off += d
+        x = G(z, noise)
+        off -= d
+        occ_g = level_fractions(x.reshape(x.shape[0], x.shape[1], -1), valid, (cfg.threshold_adu,))[..., 0].mean(0)  # (40,)
+        logs.append(torch.log(occ_g.cpu() + 1.0 / (N_UCELLS * N_VCELLS)))
+    slope = ((logs[0] - logs[1]) / (2 * delta)).clamp(min=0.1)  # (40,) d log occ / d offset, > 0 (tanh is monotone)
+    scale.copy_((loadings / slope[:, None]).clamp(-max_scale, max_scale).to(dev))
+    return scale.clone()

@@ -28,6 +28,13 @@ Losses: hinge (D: relu(1 - D(real)) + relu(1 + D(fake)); G: -D(fake)), plus for 
 * uniformity loss ``lambda_unif * log mean_{i != j} exp(-2 ||e_i - e_j||^2)`` on the normalized
   generated embeddings (Wang & Isola 2020): spreads them on the sphere, against mode collapse.
 
+Event factors (``event_factors: k``, the small config): IEA-GAN's per-sensor noise and event norm
+leave no shared event-level occupancy fluctuation (measured: correlations ~ -0.02 vs the data's
++0.1); the data's correlations come from the beam conditions of an event scaling all sensors
+together. An event latent u ~ N(0, I_k) shared by the 40 sensors moves each sensor's pre-tanh
+output by ``sensor_scale[s] . u`` (learned (40, k) scales, after the last norm), initialised from the
+data as in ``pxd-event-gan`` (:func:`~b2bkg.pxd.models.gan_stats.init_event_factors`).
+
 Optionally (``fm_*`` weights, the small config) the event-statistics matching of
 :mod:`b2bkg.pxd.models.gan_stats` is added to the generator loss.
 
@@ -59,7 +66,7 @@ from b2bkg.core.errors import ConfigError
 from b2bkg.io.events import N_SENSORS
 from b2bkg.training.registry import register
 
-from .event_gan import EventImageFamily, EventNoiseMixin, NoisyUpTrunk, SensorEncoder, _check_trunk
+from .event_gan import EventImageFamily, EventNoiseMixin, NoisyUpTrunk, SensorEncoder, _check_trunk, generator_param_groups
 from .gan_stats import build_stats, stats_loss
 from .pxd_data import PxdImageGanConfig, soft_zero_suppress
 
@@ -87,6 +94,10 @@ class IeaGanConfig(PxdImageGanConfig):
         event_shift: add ``Linear(mean over sensors of the transformer output)`` (zero-initialized), one
             number per event, to the pre-tanh output of all 40 sensors: a direct path for what moves
             every sensor of an event together (an event norm alone removes that common mode).
+        event_factors: k > 0: an event latent u ~ N(0, I_k) (the last noise input), shared by the 40
+            sensors, moves each sensor's pre-tanh output by ``sensor_scale[s] . u`` (learned (40, k)
+            scales, initialised from the data's occupancy covariance by ``prepare``), around every norm.
+        event_factor_lr: learning rate of ``sensor_scale`` relative to ``lr`` (as in ``pxd-event-gan``).
     """
 
     batch_size: int = 1
@@ -113,6 +124,8 @@ class IeaGanConfig(PxdImageGanConfig):
     lambda_unif: float = 0.1
     norm: Literal["batch", "event"] = "event"
     event_shift: bool = False
+    event_factors: int = 0
+    event_factor_lr: float = 0.1
 
     def __post_init__(self):
         super().__post_init__()
@@ -123,6 +136,8 @@ class IeaGanConfig(PxdImageGanConfig):
             raise ConfigError(f"heads: {self.heads} must divide embed_dim {self.embed_dim}")
         check_range("noise_channels", self.noise_channels, 0, 256)
         check_range("n_dis", self.n_dis, 1, 100)
+        check_range("event_factors", self.event_factors, 0, 4096)
+        check_range("event_factor_lr", self.event_factor_lr, 0.0, 100.0)
         check_range("d_lr_factor", self.d_lr_factor, 0.0, 100.0)
         check_range("lambda_intra", self.lambda_intra, 0.0, None)
         check_range("tau", self.tau, 1e-4, 100.0)
@@ -136,7 +151,8 @@ class IeaGanConfig(PxdImageGanConfig):
 class IeaGenerator(EventNoiseMixin, nn.Module):
     """Per-sensor noise + sensor embedding -> transformer across sensors -> 40 conditioned images.
 
-    ``forward(z, noise)``: z (B, 40, latent_dim), noise as :meth:`draw_noise` -> (B, 40, fr*fc, R, C) in [-1, 1].
+    ``forward(z, noise)``: z (B, 40, latent_dim), noise as :meth:`draw_noise` (the trunk's maps, then
+    with ``event_factors`` = k the event latent u (B, k)) -> (B, 40, fr*fc, R, C) in [-1, 1].
     """
 
     def __init__(self, cfg: IeaGanConfig):
@@ -154,7 +170,14 @@ class IeaGenerator(EventNoiseMixin, nn.Module):
             nn.init.zeros_(self.event_shift.weight)
             nn.init.zeros_(self.event_shift.bias)
         self.sensor_offset = nn.Parameter(torch.zeros(N_SENSORS))  # pre-tanh output offset per sensor (init_occupancy)
+        # (40, k) response of each sensor's pre-tanh output to the event latent u (init_event_factors)
+        self.sensor_scale = nn.Parameter(torch.zeros(N_SENSORS, cfg.event_factors)) if cfg.event_factors else None
         self.register_buffer("sensors", torch.arange(N_SENSORS), persistent=False)
+
+    def noise_shapes(self) -> list[tuple[int, ...]]:
+        """The trunk's (40, noise_channels, h, w) maps, then (k,) for the event latent u if ``event_factors``."""
+        shapes = EventNoiseMixin.noise_shapes(self)
+        return shapes + [(self.cfg.event_factors,)] if self.cfg.event_factors else shapes
 
     def forward(self, z: torch.Tensor, noise: list[torch.Tensor]) -> torch.Tensor:
         cfg, b = self.cfg, z.shape[0]
@@ -165,6 +188,9 @@ class IeaGenerator(EventNoiseMixin, nn.Module):
         shift = self.sensor_offset.repeat(b)  # (B*40,)
         if self.event_shift is not None:  # one offset per event from the transformer's pooled state
             shift = shift + self.event_shift(h.mean(1))[:, 0].repeat_interleave(N_SENSORS)
+        if self.sensor_scale is not None:  # event factors: each sensor's learned response to the shared u
+            u, noise = noise[-1], noise[:-1]  # (B, k)
+            shift = shift + (u @ self.sensor_scale.T).reshape(-1)  # (B, 40) -> (B*40,)
         x = self.trunk(x0, cond, [n.reshape(b * N_SENSORS, *n.shape[2:]) for n in noise], shift)  # (B*40, fr*fc, R, C)
         return x.view(b, N_SENSORS, *x.shape[1:])
 
@@ -230,8 +256,9 @@ class PxdIeaGan(EventImageFamily):
         return {"generator": IeaGenerator(cfg), "discriminator": IeaDiscriminator(cfg), **build_stats(cfg, N_SENSORS)}
 
     def optimizers(self, cfg, modules):
-        lr = {"generator": cfg.lr, "discriminator": cfg.lr * cfg.d_lr_factor}
-        return {k: torch.optim.Adam(modules[k].parameters(), lr=v, betas=(cfg.beta1, cfg.beta2)) for k, v in lr.items()}
+        betas = (cfg.beta1, cfg.beta2)
+        return {"generator": torch.optim.Adam(generator_param_groups(modules["generator"], cfg.lr, cfg.event_factor_lr), betas=betas),
+                "discriminator": torch.optim.Adam(modules["discriminator"].parameters(), lr=cfg.lr * cfg.d_lr_factor, betas=betas)}
 
     def latent_shape(self, cfg):
         return (N_SENSORS, cfg.latent_dim)
