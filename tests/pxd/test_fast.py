@@ -196,3 +196,119 @@ def test_condition_features_squares_and_cross_terms():
     np.testing.assert_allclose(full[:, 12], sq[:, 1] * sq[:, 2])  # first pairwise product: log-lumi x log-HER current
     with pytest.raises(ValueError, match="quadratic"):
         fd.condition_features(*args, "cubic")
+
+
+# ----------------------------------------------------------------------------- conditioned count mean
+def test_poly_features_layout():
+    from b2bkg.pxd.models import fast_density as fd
+
+    c = np.array([[2.0, 3.0, 5.0, 7.0, 11.0, 1.0]])
+    p = fd.poly_features(c)
+    assert p.shape == (1, 21)
+    assert p[0, :6].tolist() == [1.0, 2.0, 3.0, 5.0, 7.0, 11.0]
+    # products c_i c_j, i <= j, row-major: (0,0)=4, (0,1)=6, ..., (4,4)=121; injection is not used
+    assert p[0, 6:9].tolist() == [4.0, 6.0, 10.0] and p[0, -1] == 121.0
+    assert np.array_equal(fd.poly_features(c[0]), p)
+
+
+def _two_source_counts(rng, cond, n_dims=12):
+    """Counts of ``n_dims`` dimensions fed by two sources with different condition laws (one linear in
+    c0, one quadratic in c1) and different per-dimension loadings; returns (counts, true mean)."""
+    load = np.stack([np.linspace(50, 5, n_dims), np.linspace(3, 60, n_dims)])  # (2, D)
+    src = np.stack([cond[:, 0], cond[:, 1] ** 2], 1)  # (N, 2)
+    mean = src @ load
+    return rng.poisson(mean), mean
+
+
+def test_reduced_rank_recovers_a_sum_of_sources_off_the_training_correlation():
+    from b2bkg.pxd.models import fast_density as fd
+
+    rng = np.random.default_rng(7)
+    n = 1500
+    z = rng.standard_normal(n)
+    cond = np.ones((n, 6))
+    cond[:, 0] = np.exp(0.3 * z + 0.1 * rng.standard_normal(n))  # c0, c1 strongly correlated in training
+    cond[:, 1] = np.exp(0.15 * z + 0.05 * rng.standard_normal(n))
+    cond[:, 5] = 0.0
+    y, _ = _two_source_counts(rng, cond)
+    held = np.array([[0.8, 1.15, 1, 1, 1, 0]])  # low c0 with high c1: against the training correlation
+    truth = _two_source_counts(rng, held)[1][0]
+    err = {}
+    for rank in (1, 2, 21):
+        b = fd.fit_reduced_rank(fd.poly_features(cond), y, rank)
+        assert b.shape == (21, 12)
+        err[rank] = np.abs((fd.poly_features(held) @ b)[0] / truth - 1).max()
+    assert err[2] < 0.03
+    assert err[1] > 0.1  # rank 1 cannot hold two sources with different loadings
+    assert err[21] > 1.5 * err[2]  # one free regression per dimension is noisier off the training points
+
+
+def test_count_log_mean_log_linear_and_polynomial():
+    from b2bkg.pxd.models import fast_density as fd
+
+    rng = np.random.default_rng(1)
+    coef = rng.normal(0, 0.1, (4, 3))
+    x = np.c_[np.ones(5), rng.normal(0, 1, (5, 2))]
+    cond = np.exp(rng.normal(0, 0.2, (5, 6)))
+    np.testing.assert_allclose(fd.count_log_mean(coef, x, np.zeros((0, 4)), np.zeros(0), cond), x @ coef.T)
+    pb = np.abs(rng.normal(1, 0.1, (21, 4)))
+    eta = fd.count_log_mean(coef, x, pb, np.full(4, 1e-3), cond)
+    np.testing.assert_allclose(eta, x @ coef.T + np.log(fd.poly_features(cond) @ pb))
+    np.testing.assert_allclose(fd.count_log_mean(coef, x[0], pb, np.full(4, 1e-3), cond[0]), eta[0])
+    # the floor keeps a negative polynomial finite
+    assert np.isfinite(fd.count_log_mean(coef, x, -pb, np.full(4, 1e-3), cond)).all()
+
+
+def test_fast_holds_reduced_rank_count_model_and_loads_older_runs(fast_run):
+    from b2bkg.generate import load_run
+    from b2bkg.pxd.models.fast import FastPxdModel, sample_fast_event
+
+    run = load_run(fast_run)
+    t = run.modules["model"].tables()
+    D = N_SENSORS * run.cfg.n_classes
+    assert t["poly_b"].shape == (21, D) and t["poly_floor"].shape == (D,)
+    assert np.linalg.matrix_rank(t["poly_b"], tol=1e-9 * np.abs(t["poly_b"]).max()) <= run.cfg.count_rank
+    assert t["occ_num"].shape == (21, N_SENSORS) and t["occ_den"].shape == (21, N_SENSORS)
+    # a run folder from before the polynomial mean (no poly_* tables) loads as the log-linear model
+    from b2bkg.training.checkpoint import _load_into
+
+    sd = {f"model.{k}": v for k, v in run.modules["model"].state_dict().items() if not k.startswith(("poly_", "occ_"))}
+    m = FastPxdModel()
+    _load_into({"model": m}, sd, "old run")
+    old = m.tables()
+    assert old["poly_b"].size == 0 and old["poly_floor"].size == 0 and old["occ_num"].size == 0
+    cond = np.array([1.0, 1, 1, 1, 1, 0])
+    d = sample_fast_event(old, run.cfg, cond, np.random.default_rng(0))
+    assert len(d["charge"]) > 0
+
+
+def test_occupancy_log_factor_ratio_of_polynomials():
+    from b2bkg.pxd.models import fast_density as fd
+
+    num = np.zeros((21, 3))
+    den = np.zeros((21, 3))
+    num[0], den[0] = [2.0, 1.0, 1.0], [1.0, 1.0, 1.0]  # constants: factor 2, 1, 1
+    num[1, 1] = 1.0  # sensor 1: (1 + lumi) / 1
+    den[0, 2] = -1.0  # sensor 2: negative denominator -> no correction
+    c = np.array([[1.5, 1, 1, 1, 1, 0], [0.5, 1, 1, 1, 1, 1]])
+    f = fd.occupancy_log_factor(num, den, c)
+    np.testing.assert_allclose(f, np.log([[2.0, 2.5, 1.0], [2.0, 1.5, 1.0]]))
+    np.testing.assert_allclose(fd.occupancy_log_factor(num, den, c[0]), f[0])
+    assert fd.occupancy_log_factor(num * 100, den, c, clip=1.0).max() == 1.0
+
+
+def test_fit_offset_flag_recovers_a_two_valued_factor():
+    from b2bkg.pxd.models import fast_density as fd
+
+    rng = np.random.default_rng(3)
+    n = 20_000
+    flag = (rng.random(n) < 0.2).astype(np.float64)
+    x = (flag - flag.mean()) / flag.std()
+    mu = np.exp(rng.normal(3.0, 0.3, (n, 2)))  # fixed means, vary per event
+    y = rng.poisson(mu * np.array([0.9, 1.2]) * np.where(flag[:, None] > 0, [1.5, 1.0], 1.0))
+    a, b = fd.fit_offset_flag(y, mu, x)
+    fac = np.exp(a + b * x[:, None])  # fitted per-event factor
+    np.testing.assert_allclose(fac[flag == 0][0], [0.9, 1.2], rtol=0.01)
+    np.testing.assert_allclose(fac[flag == 1][0], [0.9 * 1.5, 1.2], rtol=0.02)
+    a0, b0 = fd.fit_offset_flag(y, mu, None)
+    assert np.all(b0 == 0) and np.allclose(np.exp(a0), y.sum(0) / mu.sum(0))

@@ -3,9 +3,10 @@
 Per event (never a dense image; every stage learned from a data file in the contract schema):
 
 (a) beam conditions: the file's (``generate --conditions``) or drawn from the learned density;
-    the 40 x K per-(sensor, size class) cluster counts from a Poisson-lognormal whose log-mean is
-    a Poisson regression on the log-conditions (and their squares) and whose latent low-rank + diagonal covariance
-    carries the remaining sensor-to-sensor correlation (:mod:`.fast_density`);
+    the 40 x K per-(sensor, size class) cluster counts from a Poisson-lognormal whose mean is a
+    reduced-rank regression on a degree-2 polynomial of the conditions (``count_rank``; or, with
+    ``count_rank: 0``, a Poisson regression on the log-conditions and their squares) and whose latent
+    low-rank + diagonal covariance carries the remaining sensor-to-sensor correlation (:mod:`.fast_density`);
 (b) cluster positions: per (sensor, class) histogram of the cluster centre on a coarse (u, v) grid
     (``u_bin_pixels`` x ``v_bin_pixels``), drawn with the alias method, uniform inside a bin;
 (c) cluster shape and charges from the learned cluster model (:mod:`.cluster_model`), conditioned
@@ -17,7 +18,12 @@ Training (:meth:`FastPxd.fit`, one pass, no optimizer) streams the file in chunk
 found with :func:`b2bkg.pxd.clusters.find_clusters`, histograms and counts accumulated, the densities
 fitted; then ``calib_iters`` rounds generate ``calib_events`` events at the training conditions and
 correct the size-table weights and count intercepts for what clusters placed at random merge into
-(training clusters are already merged once): an unfolding learned from the data, not a constant.
+(training clusters are already merged once): an unfolding learned from the data, not a constant;
+last, one event is generated per training row (its conditions) and the per-sensor occupancy is
+corrected by a factor that depends on the conditions (the pixels per cluster and the merging follow
+the source mix): the ratio of the reduced-rank polynomial regressions of the truth and of the
+generated occupancy per sensor (with ``count_rank: 0``: a log-linear regression of the ratio per
+detector group, then a constant factor per sensor).
 
 Example:
     $ b2bkg train pxd-fast --data train.h5 --out runs/fast --config small
@@ -37,7 +43,6 @@ from b2bkg.core.errors import ConfigError, SchemaError
 from b2bkg.core.progress import progress
 from b2bkg.core.seeding import event_rng, stream_rng
 from b2bkg.io.events import N_SENSORS, N_UCELLS, N_VCELLS, PxdDigits
-from b2bkg.pxd.geometry import LAYER as PXD_LAYER
 from b2bkg.pxd.sample import BlockedAlias, assemble_digits
 from b2bkg.training.registry import Family, TrainConfig, register
 
@@ -64,6 +69,9 @@ class FastConfig(TrainConfig):
         n_vregions: v-regions (equal slices of the 768 rows) the shape tables are split by.
         latent_rank: factors of the latent count covariance.
         ridge: L2 penalty of the count regression (standardized log-conditions).
+        count_rank: rank of the reduced-rank regression of the counts' mean on the degree-2
+            polynomial of the conditions (:func:`fast_density.fit_reduced_rank`); 0: the log-linear
+            Poisson regression alone (the regressors below).
         quadratic_conditions: add the squares of the standardized log-conditions as regressors.
         cross_conditions: also their pairwise products (for training data spanning wide, joint ranges).
         weight_quantiles: levels of the pixel-weight quantile tables.
@@ -72,7 +80,8 @@ class FastConfig(TrainConfig):
         dead_min_expected: a u column / v row with no hit where this many were expected is dead.
         calib_iters, calib_events, calib_damping: merge-unfolding rounds, events per round, and
             the exponent applied to each correction ratio.
-        calib_occ_events: events of the final per-sensor occupancy correction.
+        calib_occ_events: events of the final per-sensor occupancy correction (one per training
+            row, cycling; 0: one per training row).
         chunk_events: events read and clustered at once while fitting (memory bound).
         max_train_events: use at most this many training events (0: all).
         generate_batch: events per sampler call.
@@ -95,6 +104,7 @@ class FastConfig(TrainConfig):
     v_bin_pixels: int = 16
     n_vregions: int = 3
     latent_rank: int = 4
+    count_rank: int = 3
     ridge: float = 1e-2
     quadratic_conditions: bool = True
     cross_conditions: bool = False
@@ -105,7 +115,7 @@ class FastConfig(TrainConfig):
     calib_iters: int = 3
     calib_events: int = 60
     calib_damping: float = 0.8
-    calib_occ_events: int = 300
+    calib_occ_events: int = 0
     chunk_events: int = 50
     max_train_events: int = 0
     generate_batch: int = 16
@@ -134,7 +144,8 @@ class FastConfig(TrainConfig):
         check_range("calib_iters", self.calib_iters, 0, 50)
         check_range("calib_events", self.calib_events, 1, 100_000)
         check_range("calib_damping", self.calib_damping, 0.0, 1.0)
-        check_range("calib_occ_events", self.calib_occ_events, 2, 1_000_000)
+        check_range("calib_occ_events", self.calib_occ_events, 0, 1_000_000)
+        check_range("count_rank", self.count_rank, 0, 1000)
         check_range("chunk_events", self.chunk_events, 1, 100_000)
         check_range("max_train_events", self.max_train_events, 0, None)
         check_range("generate_batch", self.generate_batch, 1, 100_000)
@@ -159,7 +170,8 @@ class FastConfig(TrainConfig):
 _BUFFERS = {
     "cond_log_mean": torch.float64, "cond_log_chol": torch.float64, "cond_inj_prob": torch.float64,
     "feat_mean": torch.float64, "feat_std": torch.float64, "feat_used": torch.float64, "has_conditions": torch.int64,
-    "coef": torch.float64, "load": torch.float64, "diag": torch.float64,
+    "coef": torch.float64, "poly_b": torch.float64, "poly_floor": torch.float64,
+    "occ_num": torch.float64, "occ_den": torch.float64, "load": torch.float64, "diag": torch.float64,
     "pos_prob": torch.float32, "pos_alias": torch.int32,
     "tri_offsets": torch.int64, "tri_swh": torch.int16, "tri_prob": torch.float32,
     "tri_alias": torch.int32, "flip_p": torch.float32,
@@ -193,7 +205,8 @@ class FastPxdModel(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # run folders written before the cluster-GAN stage existed hold no cgan_* tables: empty = table model
-        for k in ("cgan_arch", "cgan_flat"):
+        # nor, before the reduced-rank count mean, poly_* / occ_* tables: empty = log-linear counts model
+        for k in ("cgan_arch", "cgan_flat", "poly_b", "poly_floor", "occ_num", "occ_den"):
             state_dict.setdefault(prefix + k, torch.zeros(0, dtype=_BUFFERS[k]))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
@@ -401,9 +414,22 @@ def _fit_tables(st: dict, cond: np.ndarray | None, cfg: FastConfig, seed: int) -
     x = fd.condition_features(cond if cond is not None else np.ones((n, 6)), dens["feat_mean"], dens["feat_std"], dens["feat_used"],
                               _quadratic(cfg))
     y = st["counts"].astype(np.float64)
-    coef = fd.fit_poisson_glm(x, y, cfg.ridge)
-    load, diag = fd.fit_latent_covariance(y, np.exp(x @ coef.T), cfg.latent_rank)
-    tabs.update({"coef": coef, "load": load, "diag": diag})
+    if cond is not None and cfg.count_rank > 0:
+        # mean = reduced-rank polynomial x exp(intercept + injection term): the intercept makes every
+        # dimension's training mean exact; the injection flag (a regressor only where both values
+        # are frequent enough) scales each dimension; the other log-linear coefficients stay 0
+        poly_b = fd.fit_reduced_rank(fd.poly_features(cond), y, cfg.count_rank)
+        poly_floor = np.maximum(1e-3 * y.mean(0), 1e-6)
+        coef = np.zeros((y.shape[1], x.shape[1]))
+        mu = np.exp(fd.count_log_mean(coef, x, poly_b, poly_floor, cond))
+        inj = 6  # column of the injection flag in the features [1, 5 log-scales, injection, ...]
+        coef[:, 0], coef[:, inj] = fd.fit_offset_flag(y, mu, x[:, inj] if dens["feat_used"][5] else None)
+    else:
+        coef = fd.fit_poisson_glm(x, y, cfg.ridge)
+        poly_b, poly_floor = np.zeros((0, y.shape[1])), np.zeros(0)
+    load, diag = fd.fit_latent_covariance(y, np.exp(fd.count_log_mean(coef, x, poly_b, poly_floor, cond)), cfg.latent_rank)
+    tabs.update({"coef": coef, "poly_b": poly_b, "poly_floor": poly_floor, "load": load, "diag": diag,
+                 "occ_num": np.zeros((0, N_SENSORS)), "occ_den": np.zeros((0, N_SENSORS))})  # occ_*: set by the calibration
     # (b) positions
     pos = BlockedAlias.from_flat(st["pos_h"], np.arange(D + 1, dtype=np.int64) * NB)
     tabs["pos_prob"], tabs["pos_alias"] = pos.prob, pos.alias.astype(np.int32)
@@ -466,7 +492,10 @@ def sample_fast_event(t: dict[str, np.ndarray], cfg: FastConfig, cond: np.ndarra
         cond = fd.sample_conditions_learned(t["cond_log_mean"], t["cond_log_chol"], float(t["cond_inj_prob"][0]), rng)
     x = fd.condition_features(np.asarray(cond, np.float64)[None], t["feat_mean"], t["feat_std"], t["feat_used"],
                               _quadratic(cfg))[0]
-    n = fd.sample_counts(t["coef"] @ x, t["load"], t["diag"], rng)  # (40 K,)
+    eta = fd.count_log_mean(t["coef"], x, t["poly_b"], t["poly_floor"], cond)  # (40 K,)
+    if t["occ_num"].size:  # per-sensor occupancy calibration factor
+        eta = eta + np.repeat(fd.occupancy_log_factor(t["occ_num"], t["occ_den"], cond), K)
+    n = fd.sample_counts(eta, t["load"], t["diag"], rng)  # (40 K,)
     dim = np.repeat(np.arange(len(n), dtype=np.int64), n)  # (N,)
     N = len(dim)
     sensor = dim // K
@@ -593,14 +622,24 @@ def _calibrate(tabs: dict, st: dict, cond: np.ndarray | None, cfg: FastConfig, s
     D = N_SENSORS * K
     cedges = np.asarray(cfg.class_edges)
     n_train = len(st["counts"])
-    target_counts = st["counts"].mean(0)
+    c_all = cond if cond is not None else np.ones((n_train, 6))
+    fit0 = {k: tabs[k].copy() for k in ("coef", "poly_b", "poly_floor", "feat_mean", "feat_std", "feat_used")}
+
+    def fitted_counts(rows):
+        """(D,) mean over ``rows`` of the fitted (smooth, all-rows) count means before the unfolding:
+        its target at the rows it generates (the truth counts of a few rows are too noisy, their
+        all-rows mean is at other conditions)."""
+        x = fd.condition_features(c_all[rows], fit0["feat_mean"], fit0["feat_std"], fit0["feat_used"], _quadratic(cfg))
+        return np.exp(fd.count_log_mean(fit0["coef"], x, fit0["poly_b"], fit0["poly_floor"], c_all[rows])).mean(0)
+
     out = {}
     tri_keys = tabs.pop("_tri_keys")
     tri_block = tri_keys >> 32
     tri_size = np.minimum((tri_keys >> 20) & 4095, _SMAX)
     tri_group = tri_block // (cfg.n_vregions * K)
     for it in range(cfg.calib_iters):
-        rows = np.arange(cfg.calib_events) % n_train
+        rows = (it * cfg.calib_events + np.arange(cfg.calib_events)) % n_train
+        target_counts = fitted_counts(rows)
         rngs = [event_rng(seed, "pxd-fast.calibrate", it * 1_000_000 + i) for i in range(cfg.calib_events)]
         d = _sample_digits(tabs, cfg, None if cond is None else cond[rows], rngs, hot_pixels=False)
         cl = find_clusters(d)
@@ -611,7 +650,7 @@ def _calibrate(tabs: dict, st: dict, cond: np.ndarray | None, cfg: FastConfig, s
         dim = cl.sensor.astype(np.int64) * K + _size_class(size, cedges)
         gen_counts = np.bincount(dim, minlength=D) / cfg.calib_events
         gen_occ = np.bincount(d.sensor, minlength=N_SENSORS) / cfg.calib_events
-        out[f"calib{it}_occupancy_bias"] = float(gen_occ.sum() / st["occ"].sum() - 1)
+        out[f"calib{it}_occupancy_bias"] = float(gen_occ.sum() / max(st["occ_ev"][rows].mean(0).sum(), 1e-12) - 1)
         out[f"calib{it}_size_mean_ratio"] = float((gen_h * np.arange(_SMAX + 1)).sum() / gen_h.sum()
                                                   / ((st["size_h"] * np.arange(_SMAX + 1)).sum() / st["size_h"].sum()))
         # size shape within groups, and the cluster counts per (sensor, class)
@@ -623,25 +662,42 @@ def _calibrate(tabs: dict, st: dict, cond: np.ndarray | None, cfg: FastConfig, s
         tabs.update(new)
         cr = np.where((gen_counts > 0) & (target_counts > 0), target_counts / np.maximum(gen_counts, 1e-12), 1.0)
         tabs["coef"][:, 0] += a * np.log(cr)
-    # occupancy: one generated event per training row (no clustering needed). The total occupancy
-    # ratio is regressed on the conditions features (what the cluster mix does with the conditions,
-    # e.g. more merging at high luminosity), then per-sensor factors on top, shrunk towards the
-    # common one by their statistical significance (James-Stein-like)
-    n_occ = cfg.calib_occ_events
+    # occupancy: one generated event per training row (no clustering needed), compared with the
+    # truth of the same rows. With the polynomial count mean: a per-sensor factor of the conditions
+    # (below). Log-linear model: the occupancy ratio per detector group is regressed on the
+    # conditions features (what the cluster mix does with the conditions, e.g. more merging at high
+    # luminosity), then per-sensor factors on top, shrunk towards the common one by their
+    # statistical significance (James-Stein-like)
+    n_occ = cfg.calib_occ_events or n_train
     rows = np.arange(n_occ) % n_train
     rngs = [event_rng(seed, "pxd-fast.calibrate.occ", i) for i in range(n_occ)]
     c_rows = None if cond is None else cond[rows]
     d = _sample_digits(tabs, cfg, c_rows, rngs, hot_pixels=False)
     occ_g = np.bincount(d.event_index() * N_SENSORS + d.sensor, minlength=n_occ * N_SENSORS).reshape(n_occ, -1).astype(np.float64)
     occ_t = st["occ_ev"][rows]
+    mg0, mt0 = occ_g.mean(0), occ_t.mean(0)
+    ok0 = (mg0 > 0) & (mt0 > 0)
+    out["occ_calib_bias_before"] = float(mg0.sum() / max(mt0.sum(), 1e-12) - 1)
+    out["occ_calib_sensor_err_before"] = float(np.mean(np.abs(mg0[ok0] / mt0[ok0] - 1)))
+    if tabs["poly_b"].size:
+        # the factor truth / generated per sensor as a function of the conditions: the ratio of two
+        # reduced-rank polynomial regressions of the same form as the count mean, over the same rows
+        p = fd.poly_features(c_rows)
+        tabs["occ_num"] = fd.fit_reduced_rank(p, occ_t, cfg.count_rank)
+        tabs["occ_den"] = fd.fit_reduced_rank(p, occ_g, cfg.count_rank)
+        lf = fd.occupancy_log_factor(tabs["occ_num"], tabs["occ_den"], c_rows)  # (n_occ, 40)
+        mg = (occ_g * np.exp(lf)).mean(0)
+        out["occ_calib_factor_mean_abs_log"] = float(np.abs(lf).mean())
+        out["occ_calib_sensor_err_after"] = float(np.mean(np.abs(mg[ok0] / mt0[ok0] - 1)))
+        return out
     x_all = fd.condition_features(c_rows if c_rows is not None else np.ones((n_occ, 6)), tabs["feat_mean"], tabs["feat_std"],
                                   tabs["feat_used"] if c_rows is not None else 0.0 * tabs["feat_used"], _quadratic(cfg))
-    # one regression per layer: the two layers see different source mixes, so their occupancy per
-    # cluster count moves differently with the conditions
-    layer = PXD_LAYER - 1  # (40,) 0 = inner, 1 = outer layer
+    # one regression per detector group (layer x forward/backward): the groups see different source
+    # mixes, so their occupancy per cluster count moves differently with the conditions
+    group = sensor_group(np.arange(N_SENSORS))  # (40,) group of each sensor
     slopes = 0.0
-    for k in (0, 1):
-        tot_g, tot_t = occ_g[:, layer == k].sum(1), occ_t[:, layer == k].sum(1)
+    for k in range(N_GROUPS):
+        tot_g, tot_t = occ_g[:, group == k].sum(1), occ_t[:, group == k].sum(1)
         okr = (tot_g > 0) & (tot_t > 0)
         if not okr.any():
             continue
@@ -649,20 +705,21 @@ def _calibrate(tabs: dict, st: dict, cond: np.ndarray | None, cfg: FastConfig, s
         pen = np.full(x.shape[1], cfg.ridge * len(r) * 10)
         pen[0] = 0.0
         delta = np.linalg.solve(x.T @ x + np.diag(pen) + 1e-9 * np.eye(x.shape[1]), x.T @ r)
-        tabs["coef"][np.repeat(layer == k, K)] += delta[None, :]
-        occ_g[:, layer == k] *= np.exp(x_all @ delta)[:, None]  # what the corrected model would give
+        tabs["coef"][np.repeat(group == k, K)] += delta[None, :]
+        occ_g[:, group == k] *= np.exp(x_all @ delta)[:, None]  # what the corrected model would give
         slopes += float(np.abs(delta[1:]).sum())
     mg, mt = occ_g.mean(0), occ_t.mean(0)
     ok = (mg > 0) & (mt > 0)
-    var = np.where(ok, occ_g.var(0) / n_occ / np.maximum(mg, 1e-12) ** 2 + occ_t.var(0) / len(occ_t) / np.maximum(mt, 1e-12) ** 2, 0.0)
+    # variance of log(mt / mg) from the paired rows (ratio estimator): the event-to-event spread of
+    # the conditions cancels (both sides share each row's conditions), only the sampling noise stays
+    ratio_s = np.where(ok, mt / np.maximum(mg, 1e-12), 1.0)
+    var = np.where(ok, (occ_t - ratio_s * occ_g).var(0) / n_occ / np.maximum(mt, 1e-12) ** 2, 0.0)
     d0 = float(np.log(mt.sum() / mg.sum())) if mg.sum() > 0 else 0.0
     diff = np.where(ok, np.log(np.maximum(mt, 1e-12) / np.maximum(mg, 1e-12)), d0) - d0
     shrink = np.clip(1.0 - var / np.maximum(diff**2, 1e-30), 0.0, 1.0)
     corr = d0 + shrink * diff
     tabs["coef"][:, 0] += np.repeat(corr, K)
     out["occ_calib_condition_slopes"] = slopes
-    out["occ_calib_bias_before"] = float(np.exp(-d0) - 1)
-    out["occ_calib_sensor_err_before"] = float(np.mean(np.abs(mg[ok] / mt[ok] - 1)))
     out["occ_calib_mean_shrink"] = float(shrink.mean())
     return out
 

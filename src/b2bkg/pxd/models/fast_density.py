@@ -17,6 +17,16 @@ carries the event-to-event correlations not explained by the conditions. It is e
 of the normalized residuals ``rho = (n - mu) / mu``: for a Poisson-lognormal,
 ``E[rho_i rho_j] = exp(S_ij) - 1`` (i != j) and ``E[rho_i^2] = 1 / mu_i + exp(S_ii) - 1``.
 
+With ``count_rank > 0`` (:mod:`.fast`) the mean is instead a reduced-rank regression on a generic
+degree-2 polynomial of the raw scale factors, times the log-linear term (then a correction)::
+
+    mu_d   = max(p(c) . B_d, floor_d) * exp(coef_d . x),   p(c) = [1, c_k, c_i c_j (i <= j)]  (21,)
+
+with ``B`` (21, D) of rank ``count_rank``: a background that is a sum of sources, each scaling
+in its own way with the conditions, is a positive combination of such polynomials (a power-law in
+log space is not), and the few shared components pool the statistics of all sensors (one
+regression per (sensor, class) at 21 parameters is too noisy away from the training centre).
+
 Nothing here knows which source drives which sensor: every number is fitted to the data.
 """
 
@@ -25,7 +35,8 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["fit_conditions_density", "sample_conditions_learned", "condition_features", "fit_poisson_glm",
-           "fit_latent_covariance", "sample_counts"]
+           "fit_latent_covariance", "sample_counts", "poly_features", "fit_reduced_rank", "count_log_mean",
+           "occupancy_log_factor", "fit_offset_flag"]
 
 N_COND = 6  # lumi, her_current, ler_current, her_vacuum, ler_vacuum, injection
 _MIN_INJ = 5  # injection flag used as a regressor only with >= 5 events of each value
@@ -147,3 +158,113 @@ def sample_counts(eta: np.ndarray, load: np.ndarray, diag: np.ndarray, rng: np.r
     # log-mean capped at log(2e5) (a sensor has 192 000 pixels): extrapolating the quadratic
     # regression far outside the trained conditions must not ask for billions of clusters
     return rng.poisson(np.exp(np.clip(eta + lat, -30, np.log(2e5))))
+
+
+N_POLY = 21  # 1 + 5 linear + 15 products c_i c_j (i <= j) of the five continuous scales
+
+
+def poly_features(cond: np.ndarray) -> np.ndarray:
+    """Degree-2 polynomial of the five continuous scale factors (raw, not logs).
+
+    Args:
+        cond: conditions, shape (N, 6) or (6,), order of CONDITION_NAMES.
+    Returns:
+        ``[1, c_1..c_5, c_i c_j (i <= j)]``, shape (N, 21), float64.
+    """
+    c = np.atleast_2d(np.asarray(cond, np.float64))[:, :5]
+    i, j = np.triu_indices(5)
+    return np.concatenate([np.ones((len(c), 1)), c, c[:, i] * c[:, j]], axis=1)
+
+
+def fit_reduced_rank(x: np.ndarray, y: np.ndarray, rank: int, iters: int = 3, ridge: float = 1e-6) -> np.ndarray:
+    """Reduced-rank linear regression ``E[y] = x @ B``, ``rank(B) <= rank``, Poisson-weighted.
+
+    Columns are scaled by ``1 / sqrt(mean)`` and rows weighted by ``1 / (their fitted rate level)``
+    (iterated ``iters`` times), so each count enters with about its Poisson variance; the weighted
+    least-squares fit is then projected on the ``rank`` leading right singular vectors of its
+    weighted fitted values (the classic reduced-rank solution).
+
+    Args:
+        x: features, shape (N, F) (e.g. :func:`poly_features`).
+        y: counts, shape (N, D).
+        rank: kept rank (>= D: plain weighted least squares per column).
+        ridge: relative L2 penalty (times the mean diagonal of x^T W x) for stability.
+    Returns:
+        B, shape (F, D).
+    """
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    n, f = x.shape
+    s = 1.0 / np.sqrt(np.maximum(y.mean(0), 1e-6))  # (D,)
+    ys = y * s
+    w = np.ones(n)
+    b = np.zeros((f, y.shape[1]))
+    for _ in range(max(iters, 1)):
+        xtw = x.T * w
+        a = xtw @ x
+        a = a + ridge * np.trace(a) / f * np.eye(f)
+        b = np.linalg.solve(a, xtw @ ys)  # (F, D) scaled
+        if rank < y.shape[1]:
+            fitted = np.sqrt(w)[:, None] * (x @ b)
+            vt = np.linalg.svd(fitted, full_matrices=False)[2][:rank]
+            b = b @ vt.T @ vt
+        level = np.maximum((x @ b) * s, 0.0).mean(1)  # (N,) fitted rate / mean rate
+        w = 1.0 / np.maximum(level, 0.05 * max(level.mean(), 1e-12))
+    return b / s
+
+
+def count_log_mean(coef: np.ndarray, x: np.ndarray, poly_b: np.ndarray, poly_floor: np.ndarray,
+                   cond: np.ndarray | None) -> np.ndarray:
+    """Log-means of the counts, shape (N, D) (or (D,) for one event with 1-d ``x``).
+
+    Args:
+        coef: log-linear coefficients (D, F); x: :func:`condition_features`, (N, F) or (F,).
+        poly_b: reduced-rank polynomial coefficients (21, D), or empty (log-linear model only).
+        poly_floor: smallest polynomial mean per dimension, (D,).
+        cond: the raw conditions (N, 6) or (6,) (used with ``poly_b``).
+    """
+    eta = x @ coef.T
+    if poly_b.size:
+        p = poly_features(cond) @ poly_b  # (N, D)
+        p = np.log(np.maximum(p, poly_floor))
+        eta = eta + (p[0] if np.ndim(x) == 1 else p)
+    return eta
+
+
+def occupancy_log_factor(num: np.ndarray, den: np.ndarray, cond: np.ndarray, clip: float = 1.0) -> np.ndarray:
+    """Log of a per-sensor correction factor ``(p(c) . num_s) / (p(c) . den_s)``: the ratio of two
+    polynomial regressions (e.g. truth and generated occupancy), 0 where either is not positive.
+
+    Args:
+        num, den: coefficients, shape (21, S) each; cond: conditions (N, 6) or (6,).
+        clip: bound of the returned log factor.
+    Returns:
+        log factors, shape (N, S) (or (S,) for 1-d ``cond``).
+    """
+    p = poly_features(cond)
+    a, b = p @ num, p @ den
+    f = np.where((a > 0) & (b > 0), np.log(np.maximum(a, 1e-300) / np.maximum(b, 1e-300)), 0.0)
+    f = np.clip(f, -clip, clip)
+    return f[0] if np.ndim(cond) == 1 else f
+
+
+def fit_offset_flag(y: np.ndarray, mu: np.ndarray, x: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Poisson MLE of ``E[y_d] = mu_d exp(a_d + b_d x)`` for a two-valued regressor ``x`` (e.g. the
+    standardized injection flag) and fixed means ``mu``: closed form, the fitted sums match the data
+    sums on each of the two values.
+
+    Args:
+        y: counts, shape (N, D); mu: fixed means, shape (N, D).
+        x: the regressor, shape (N,), two distinct values, or None (intercept only: ``b = 0``).
+    Returns:
+        (a (D,), b (D,)).
+    """
+    def log_ratio(m):
+        return np.log(np.maximum(y[m].sum(0), 1e-6) / np.maximum(mu[m].sum(0), 1e-6))
+
+    if x is None or len(np.unique(x)) != 2:
+        return log_ratio(np.ones(len(y), bool)), np.zeros(y.shape[1])
+    x0, x1 = np.unique(x)
+    r0, r1 = log_ratio(x == x0), log_ratio(x == x1)
+    b = (r1 - r0) / (x1 - x0)
+    return r0 - b * x0, b
