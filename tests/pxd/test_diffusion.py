@@ -201,6 +201,38 @@ def test_decoder_keeps_counts_spectrum_and_range():
     assert np.mean(e.charge < 60) > 0.97
 
 
+def _diagonal_pairs(rng: np.random.Generator, n_events: int) -> PxdDigits:
+    """Events of 2-pixel clusters along the anti-diagonal (u+1, v-1): u- and v-extent 2, negative u-v correlation."""
+    events = []
+    for _ in range(n_events):
+        n = 60
+        s, u, v = rng.integers(0, N_SENSORS, n), rng.integers(0, N_UCELLS - 1, n), rng.integers(1, N_VCELLS, n)
+        key = np.unique(np.r_[(s * N_UCELLS + u) * N_VCELLS + v, (s * N_UCELLS + u + 1) * N_VCELLS + v - 1])
+        events.append({"sensor": key // (N_UCELLS * N_VCELLS), "ucell": key // N_VCELLS % N_UCELLS, "vcell": key % N_VCELLS,
+                       "charge": rng.integers(7, 60, len(key))})
+    return PxdDigits.from_events(events)
+
+
+def test_decoder_learns_cluster_boxes_and_orientation():
+    from b2bkg.pxd.clusters import find_clusters
+
+    d = _diagonal_pairs(np.random.default_rng(1), 2)
+    stats = fit_decoder_stats(d)
+    assert stats["flip_frac"][:, 2].max() > 0.95  # pairs are anti-diagonal
+    counts = count_maps(d, (16, 16))[0].astype(np.float64)
+    e = PxdDigits.from_events([decode_count_maps(counts, (16, 16), stats, np.random.default_rng(3))])
+    cl = find_clusters(e)
+    two = cl.size == 2
+    assert two.mean() > 0.8
+    # the learned (u, v) box of size-2 clusters is 2 x 2 (a filled-box decoder would make 1 x 2 or 2 x 1)
+    assert np.mean((cl.u_extent[two] == 2) & (cl.v_extent[two] == 2)) > 0.95
+    # and the orientation is the anti-diagonal one
+    hc = cl.hit_cluster
+    du = np.bincount(hc, e.ucell * np.where(np.r_[True, hc[1:] != hc[:-1]], -1.0, 1.0), len(cl.size))
+    dv = np.bincount(hc, e.vcell * np.where(np.r_[True, hc[1:] != hc[:-1]], -1.0, 1.0), len(cl.size))
+    assert np.mean(du[two] * dv[two] < 0) > 0.95
+
+
 # ---------------------------------------------------------------------------------------------
 # family: training and generation
 # ---------------------------------------------------------------------------------------------

@@ -28,15 +28,20 @@ Two representations, chosen by ``grid_factor`` (fr, fc):
      cut into clusters whose sizes are drawn from that layer's learned cluster-size spectrum; a
      cluster belongs to the cell of its first pixel and may take the budget of the next non-empty
      cells of the stream (so the size spectrum is kept; clusters are cut only at sensor changes).
-     Each cluster starts at a uniform pixel of its cell and is a compact box: its v-extent is drawn
-     from the layer's learned P(v-extent | size), its pixels fill the box row by row (u rows =
-     ceil(size / v-extent)), with one random direction per cluster and axis;
-  The decoder's three spectra (``size_hist``, ``vext_hist``, ``charge_hist`` per layer) are buffers of the
+     Each cluster starts at a uniform pixel of its cell. Clusters of up to ``SHAPE_MAX_SIZE``
+     pixels (all but ~0.1 % of them) draw their (u-extent, v-extent) box from the layer's learned
+     joint P(u-extent, v-extent | size) and the orientation of their u-v correlation from its
+     learned frequency, and fill the box with pxd-fast's pattern builder (a digital line joining
+     opposite corners plus the cells nearest to it, :func:`~b2bkg.pxd.models.cluster_model.build_patterns`);
+     larger ones are compact boxes: v-extent from the learned P(v-extent | size), pixels filling the
+     box row by row (u rows = ceil(size / v-extent)), with one random direction per cluster and axis;
+  The decoder's spectra (``size_hist``, ``vext_hist``, ``box_hist``, ``flip_frac``, ``charge_hist`` per layer) are buffers of the
   ``decoder`` module, fitted from the training file (clusters of ``decoder_fit_events`` events,
   charges of all), so the whole model is learned from data in the contract schema. Occupancy and
   its position structure come from the diffusion model, the charge spectrum exactly from data (up
-  to overlaps), the cluster shapes only approximately (filled boxes: no L shapes or gaps; stream-order
-  spill-over moves part of a cell's budget to the next non-empty cell).
+  to overlaps), the cluster extents from data, the pixel patterns inside the box only approximately
+  (line-like: no L shapes or gaps; stream-order spill-over moves part of a cell's budget to the next
+  non-empty cell); pixel charges are drawn independently of the cluster.
 
 Training: one (event, sensor) image per row, loss = MSE between the denoiser output and the
 target (noise or v) at a uniform random step. Generation (``b2bkg generate``) uses the EMA weights
@@ -67,6 +72,8 @@ from b2bkg.io.events import N_SENSORS, N_UCELLS, N_VCELLS, Conditions, PxdDigits
 from b2bkg.pxd.diffusion_schedulers import BETA_SCHEDULES, PREDICTION_TYPES, NoiseSchedule, ddim_sample, ddpm_sample
 from b2bkg.pxd.images import PAD_ROWS, crop_rows, dense_to_digits, digits_to_sensor_images, to_adu
 from b2bkg.pxd.sample import assemble_digits
+
+from .cluster_model import build_patterns
 from b2bkg.training.data import ArrayBatches, WrappedBatches
 from b2bkg.training.registry import Family, TrainConfig, register
 from b2bkg.training.sampling import event_generators, event_normal
@@ -80,6 +87,12 @@ NOMINAL_CONDITIONS = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 0.0], np.float32)
 """Conditions used when none are given (order of ``CONDITION_NAMES``)."""
 N_COND = len(CONDITION_NAMES)
 MAX_CLUSTER_SIZE = 64
+#: clusters up to this size take their (u, v) box from the learned joint extent table (``box_hist``)
+SHAPE_MAX_SIZE = 16
+#: random jitter (pixels) of the extra cells' distance to the cluster line (as pxd-fast's default)
+SHAPE_JITTER = 0.35
+#: the fitted spectra of the coarse-mode decoder (buffers of :class:`CountDecoder`)
+DECODER_STATS = ("size_hist", "vext_hist", "box_hist", "flip_frac", "charge_hist")
 DECODE_DOMAIN = "pxd-diffusion.decode"
 DDPM_DOMAIN = "pxd-diffusion.ddpm"
 # ladders per layer (REFERENCE.md): layer 1: 8 x 2 sensors, layer 2: 12 x 2
@@ -353,14 +366,29 @@ class CountDecoder(nn.Module):
 
     ``size_hist`` (2, 65) float64: cluster-size histogram per layer (sizes 0..64, 64 = overflow);
     ``vext_hist`` (2, 65, 65) float64: joint histogram of (size, v-extent) per layer;
+    ``box_hist`` (2, 17, 256) float64: joint histogram of (size, (u-extent - 1) * 16 + v-extent - 1)
+    per layer, sizes up to ``SHAPE_MAX_SIZE``;
+    ``flip_frac`` (2, 17) float64: fraction of clusters per (layer, size) whose pixels' u and v are
+    negatively correlated (the anti-diagonal orientation);
     ``charge_hist`` (2, 256) float64: fired-pixel charge histogram per layer, ADU.
+    Run folders written before the shape tables existed load with empty ``box_hist`` / ``flip_frac``
+    (every cluster then a box).
     """
 
     def __init__(self):
         super().__init__()
+        S = SHAPE_MAX_SIZE
         self.register_buffer("size_hist", torch.zeros(2, MAX_CLUSTER_SIZE + 1, dtype=torch.float64))
         self.register_buffer("vext_hist", torch.zeros(2, MAX_CLUSTER_SIZE + 1, MAX_CLUSTER_SIZE + 1, dtype=torch.float64))
+        self.register_buffer("box_hist", torch.zeros(2, S + 1, S * S, dtype=torch.float64))
+        self.register_buffer("flip_frac", torch.zeros(2, S + 1, dtype=torch.float64))
         self.register_buffer("charge_hist", torch.zeros(2, 256, dtype=torch.float64))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for k in ("box_hist", "flip_frac"):  # older run folders: no shape tables
+            if prefix + k not in state_dict:
+                state_dict[prefix + k] = torch.zeros_like(getattr(self, k))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, *_):  # pragma: no cover - buffers only
         raise NotImplementedError("CountDecoder holds spectra; decode with decode_count_maps()")
@@ -398,10 +426,12 @@ def x_to_counts(x: torch.Tensor, cell_pixels: int) -> torch.Tensor:
 
 
 def fit_decoder_stats(digits: PxdDigits) -> dict[str, np.ndarray]:
-    """Decoder spectra from truth digits, per layer: ``size_hist`` (2, 65), ``vext_hist`` (2, 65, 65), ``charge_hist`` (2, 256).
+    """Decoder spectra from truth digits, per layer: ``size_hist`` (2, 65), ``vext_hist`` (2, 65, 65),
+    ``box_hist`` (2, 17, 256), ``flip_frac`` (2, 17), ``charge_hist`` (2, 256) (see :class:`CountDecoder`).
 
-    Charges from every hit; cluster sizes and the joint (size, v-extent) histogram from the
-    8-connected clusters (:func:`b2bkg.pxd.clusters.find_clusters`), both capped at 64.
+    Charges from every hit; cluster sizes, the joint (size, v-extent) histogram (capped at 64), the
+    joint (size, u-extent, v-extent) histogram and the orientation of clusters up to
+    ``SHAPE_MAX_SIZE`` from the 8-connected clusters (:func:`b2bkg.pxd.clusters.find_clusters`).
     """
     from b2bkg.pxd.clusters import find_clusters
 
@@ -415,7 +445,21 @@ def fit_decoder_stats(digits: PxdDigits) -> dict[str, np.ndarray]:
     size_hist = np.stack([np.bincount(size[cl_layer == k], minlength=M) for k in (0, 1)]).astype(np.float64)
     vext_hist = np.stack([np.bincount(size[cl_layer == k] * M + vext[cl_layer == k], minlength=M * M).reshape(M, M)
                           for k in (0, 1)]).astype(np.float64)
-    return {"size_hist": size_hist, "vext_hist": vext_hist, "charge_hist": charge_hist}
+    # (u-extent, v-extent) box and u-v orientation of the small clusters
+    S = SHAPE_MAX_SIZE
+    small = (cl.size <= S) & (cl.u_extent <= S) & (cl.v_extent <= S)
+    box_key = (cl_layer * (S + 1) + cl.size) * (S * S) + (cl.u_extent - 1) * S + (cl.v_extent - 1)
+    box_hist = np.bincount(box_key[small], minlength=2 * (S + 1) * S * S).reshape(2, S + 1, S * S).astype(np.float64)
+    hc = cl.hit_cluster
+    u, v = digits.ucell.astype(np.float64), digits.vcell.astype(np.float64)
+    n_c = len(cl.size)
+    su, sv = np.bincount(hc, u, n_c), np.bincount(hc, v, n_c)
+    cov = np.bincount(hc, u * v, n_c) - su * sv / np.maximum(cl.size, 1)  # (n,) sum of (u - mean)(v - mean)
+    neg = small & (cov < -1e-9)
+    lk = cl_layer * (S + 1) + np.minimum(cl.size, S)
+    tot = np.bincount(lk[small], minlength=2 * (S + 1))
+    flip_frac = (np.bincount(lk[neg], minlength=2 * (S + 1)) / np.maximum(tot, 1)).reshape(2, S + 1)
+    return {"size_hist": size_hist, "vext_hist": vext_hist, "box_hist": box_hist, "flip_frac": flip_frac, "charge_hist": charge_hist}
 
 
 def _inverse_cdf(hist: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -503,6 +547,20 @@ def decode_count_maps(counts: np.ndarray, factor, stats: dict[str, np.ndarray], 
         sv = np.where(rng.random(n_cl) < 0.5, -1, 1)
         u = u0[cid] + su[cid] * (rank // vext[cid])
         v = v0[cid] + sv[cid] * (rank % vext[cid])
+        box = stats.get("box_hist")
+        if box is not None and box.size:
+            # small clusters: learned (u-extent, v-extent) box and orientation, pxd-fast's pattern builder
+            S = SHAPE_MAX_SIZE
+            bh = box[k]  # (S + 1, S * S)
+            sm = np.flatnonzero((size <= S) & (bh[np.minimum(size, S)].sum(1) > 0))
+            if len(sm):
+                wh = _rows_inverse_cdf(bh, size[sm], rng.random(len(sm)))
+                w, h = wh // S + 1, wh % S + 1
+                flip = rng.random(len(sm)) < stats["flip_frac"][k][size[sm]]
+                ci, du, dv = build_patterns(size[sm].astype(np.int64), w, h, flip, rng, SHAPE_JITTER)
+                pix = np.flatnonzero(np.isin(cid, sm))  # stream pixels of those clusters, grouped by cluster like (ci, du, dv)
+                u[pix] = u0[sm][ci] + du
+                v[pix] = v0[sm][ci] + dv
         # 3. charges from the layer's spectrum
         q = _inverse_cdf(stats["charge_hist"][k], rng.random(total))
         out_s.append(s_idx[cid])
@@ -539,7 +597,8 @@ class DiffusionBatches(WrappedBatches):
 
     ``x`` (B, 1, H, W) float32 in [-1, 1]; ``sensor`` (B,) int64; ``cond`` (B, 6) float32
     (:func:`condition_features`); in coarse mode also the decoder spectra ``size_hist`` (2, 65),
-    ``vext_hist`` (2, 65, 65), ``charge_hist`` (2, 256) (float64, the same every batch; ``step`` copies them
+    ``vext_hist`` (2, 65, 65), ``box_hist`` (2, 17, 256), ``flip_frac`` (2, 17), ``charge_hist`` (2, 256)
+    (float64, the same every batch; ``step`` copies them
     into the ``decoder`` buffers). Shuffling, sharding and resume are ArrayBatches'.
     """
 
@@ -599,7 +658,7 @@ class PxdDiffusion(Family):
         cfg, net = state.cfg, state.modules["denoiser"]
         if "charge_hist" in batch:
             dec = state.modules["decoder"]
-            for k in ("size_hist", "vext_hist", "charge_hist"):
+            for k in DECODER_STATS:
                 getattr(dec, k).copy_(batch[k])
         x0 = batch["x"]
         n = len(x0)
@@ -652,7 +711,7 @@ class PxdDiffusion(Family):
         dec = modules["decoder"]
         if not dec.fitted:
             raise ConfigError("pxd-diffusion: the decoder holds no fitted spectra (model not trained)")
-        stats = {k: getattr(dec, k).cpu().numpy() for k in ("size_hist", "vext_hist", "charge_hist")}
+        stats = {k: getattr(dec, k).cpu().numpy() for k in DECODER_STATS}
         counts = x_to_counts(x0, cfg.grid_factor[0] * cfg.grid_factor[1]).cpu().numpy().reshape(E, N_SENSORS, *cfg.grid)
         evs = [decode_count_maps(counts[j], cfg.grid_factor, stats, event_rng(seed, DECODE_DOMAIN, int(e)), cfg.threshold_adu)
                for j, e in enumerate(events)]
