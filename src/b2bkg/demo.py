@@ -37,6 +37,10 @@ class DemoSizes:
     smc_train: int = 20000
     smc_test: int = 6000
     validate_events: int = 60
+    #: conditioning check (issue 6): training events over wide conditions, and events per held-out
+    #: condition set (0: the step is skipped, as in the demo)
+    pxd_cond_train: int = 0
+    pxd_cond_test: int = 0
     pxd_models: tuple[str, ...] = ("pxd-null", "pxd-fast")
     ecl_models: tuple[str, ...] = ("ecl-cov", "ecl-ae", "ecl-gan")
     overrides: tuple[tuple[str, tuple[str, ...]], ...] = ()
@@ -47,7 +51,7 @@ class DemoSizes:
 
 #: README sample sizes: every table in the README is produced by ``b2bkg reproduce`` with these.
 REPRODUCE = DemoSizes(
-    pxd_train=1000, pxd_test=2000, ecl_train=1000, ecl_test=2000, smc_train=40000, smc_test=20000, validate_events=100,
+    pxd_train=1000, pxd_test=2000, pxd_cond_train=2000, pxd_cond_test=800, ecl_train=1000, ecl_test=2000, smc_train=40000, smc_test=20000, validate_events=100,
     pxd_models=("pxd-null", "pxd-fast", "pxd-wgan", "pxd-event-gan", "pxd-iea-gan", "pxd-diffusion"),
     overrides=(
         ("smc-nn", ("max_steps=3000", "lr_decay_start=0.3")),
@@ -146,6 +150,53 @@ def step_pxd_models(ctx: DemoContext) -> None:
         _train_generate_evaluate(ctx, model, "pxd", ctx.sizes.pxd_test)
 
 
+#: training spreads of the conditioning check (log-normal sigmas: lumi ~0.3-3x, currents ~0.6-1.6x)
+COND_WIDE = {"lumi_spread": 0.4, "current_spread": 0.25, "vacuum_spread": 0.15}
+#: its held-out condition sets (scales; the nominal event-to-event spreads)
+COND_HELD_OUT = {
+    "lumi 0.6x": {"lumi_scale": 0.6},
+    "lumi 1.7x": {"lumi_scale": 1.7},
+    "HER + LER currents 1.3x": {"her_current_scale": 1.3, "ler_current_scale": 1.3},
+    "nominal": {},
+}
+
+
+def step_pxd_conditioning(ctx: DemoContext) -> None:
+    """pxd-fast trained over wide beam conditions, judged per sensor at held-out conditions."""
+    from b2bkg.core.conditions import ConditionsConfig
+    from b2bkg.generate import generate
+    from b2bkg.io import read_pxd
+    from b2bkg.pxd.conditioning import conditioning_check, format_conditioning, plot_conditioning
+    from b2bkg.pxd.simulate import simulate_pxd
+    from b2bkg.training import train
+
+    s = ctx.sizes
+    if s.pxd_cond_train <= 0 or s.pxd_cond_test <= 0:
+        ctx.skipped["pxd-conditioning"] = "not in this run's sizes"
+        click.echo("   skipped (b2bkg reproduce runs it)")
+        return
+    wide = ctx.data("pxd_cond_train.h5")
+    simulate_pxd(s.pxd_cond_train, ctx.seed + 500, wide, conditions=ConditionsConfig(**COND_WIDE), command="b2bkg reproduce")
+    run = ctx.path("runs", "pxd-fast-conditions")
+    train("pxd-fast", wide, run, config="small", seed=ctx.seed, command="b2bkg reproduce")
+    samples = {}
+    for i, (label, scales) in enumerate(COND_HELD_OUT.items()):
+        truth, gen = ctx.data(f"pxd_cond_test{i}.h5"), ctx.data(f"pxd_cond_gen{i}.h5")
+        simulate_pxd(s.pxd_cond_test, ctx.seed + 600 + i, truth, conditions=ConditionsConfig(**scales), command="b2bkg reproduce")
+        generate(run, s.pxd_cond_test, ctx.seed + 7, gen, conditions=truth, command="b2bkg reproduce")
+        samples[label] = (read_pxd(truth), read_pxd(gen))
+    rows = conditioning_check(samples)
+    out = ctx.path("eval", "pxd_conditioning")
+    out.mkdir(parents=True, exist_ok=True)
+    plot_conditioning(rows, out / "conditioning.png")
+    keys = ("occupancy_bias_pct", "sensor_mean_abs_err_pct", "sensor_max_abs_err_pct", "worst_sensor", "worst_pull", "sensor_stat_err_pct")
+    (out / "metrics.json").write_text(json.dumps({
+        "pillar": "pxd", "title": "pxd-fast at held-out beam conditions (per-sensor occupancy)",
+        "conditioning": {r["label"]: {k: r[k] for k in keys} for r in rows}, "plots": ["conditioning.png"]}, indent=1))
+    ctx.report_inputs.append(out)
+    click.echo(format_conditioning(rows))
+
+
 def step_validation(ctx: DemoContext) -> None:
     """Pulls, vertices, ECL clusters with no / true / generated (pxd-fast, ecl-gan) background."""
     from b2bkg.validation.run import validate
@@ -211,6 +262,7 @@ STEPS = [
     ("PXD truth simulation", step_pxd_truth),
     ("PXD calibration vs Geant4 reference", step_pxd_calibration),
     ("PXD models: null and fast generator", step_pxd_models),
+    ("PXD conditioning: held-out beam conditions", step_pxd_conditioning),
     ("ECL truth simulation", step_ecl_truth),
     ("ECL models: covariance, autoencoder, GAN", step_ecl_models),
     ("Physics validation: tracks, vertices, ECL clusters, ROI", step_validation),

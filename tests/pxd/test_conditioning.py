@@ -7,7 +7,7 @@ import pytest
 
 from b2bkg.core.errors import ConfigError
 from b2bkg.io.events import PxdDigits
-from b2bkg.pxd.conditioning import conditioning_check, format_conditioning
+from b2bkg.pxd.conditioning import conditioning_check, format_conditioning, plot_conditioning
 from b2bkg.pxd.geometry import LAYER
 
 
@@ -47,6 +47,8 @@ def test_finds_a_biased_sensor_and_layer():
     assert (l1 if LAYER[7] == 1 else l2) == pytest.approx(expect, abs=1.0)
     text = format_conditioning([row])
     assert "lumi 1.7x" in text and "sensor 7" in text
+    assert row["sensor_rel_err_pct"][7] == pytest.approx(row["sensor_max_abs_err_pct"])
+    assert len(row["sensor_stat_pct"]) == 40 and all(s > 0 for s in row["sensor_stat_pct"])
 
 
 def test_unbiased_samples_stay_within_statistics():
@@ -59,3 +61,11 @@ def test_empty_sample_is_refused():
     t = poisson_digits(np.full(40, 5.0), 2, 6)
     with pytest.raises(ConfigError, match="no events"):
         conditioning_check({"x": (t, t.slice(0, 0))})
+
+
+def test_plot_is_written(tmp_path):
+    rate = np.full(40, 100.0)
+    rows = conditioning_check({"a": (poisson_digits(rate, 5, 7), poisson_digits(rate, 5, 8)),
+                               "b": (poisson_digits(rate, 5, 9), poisson_digits(rate * 1.1, 5, 10))})
+    p = plot_conditioning(rows, tmp_path / "cond.png")
+    assert p.stat().st_size > 5000 and not list(tmp_path.glob(".*tmp*"))

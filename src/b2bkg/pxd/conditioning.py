@@ -28,7 +28,7 @@ from b2bkg.io.events import PxdDigits
 from .geometry import LAYER
 from .metrics import sensor_counts
 
-__all__ = ["conditioning_check", "format_conditioning"]
+__all__ = ["conditioning_check", "format_conditioning", "plot_conditioning"]
 
 
 def _mean_and_err(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -51,8 +51,9 @@ def conditioning_check(samples: Mapping[str, tuple[PxdDigits, PxdDigits]]) -> li
         (2 values, layer 1 and 2), ``sensor_mean_abs_err_pct`` (mean over sensors of
         ``|gen_s / truth_s - 1|``), ``sensor_max_abs_err_pct`` and ``worst_sensor`` (0-39),
         ``worst_pull`` (that sensor's error over its combined statistical error) and
-        ``sensor_stat_err_pct`` (mean over sensors of the combined relative statistical error).
-        Sensors with no truth hits are skipped.
+        ``sensor_stat_err_pct`` (mean over sensors of the combined relative statistical error);
+        per sensor (40 values, NaN where the truth has no hit): ``sensor_rel_err_pct`` and its
+        statistical error ``sensor_stat_pct``. Sensors with no truth hits are skipped.
 
     Raises:
         ConfigError: a sample has no events.
@@ -79,6 +80,8 @@ def conditioning_check(samples: Mapping[str, tuple[PxdDigits, PxdDigits]]) -> li
             "worst_sensor": worst,
             "worst_pull": float(rel[worst] / stat[worst]) if np.isfinite(stat[worst]) and stat[worst] > 0 else float("nan"),
             "sensor_stat_err_pct": float(stat[ok].mean()) * 100 if ok.any() else float("nan"),
+            "sensor_rel_err_pct": [float(x) * 100 if o else float("nan") for x, o in zip(rel, ok)],
+            "sensor_stat_pct": [float(x) * 100 if o else float("nan") for x, o in zip(stat, ok)],
         })
     return rows
 
@@ -93,3 +96,22 @@ def format_conditioning(rows: list[dict]) -> str:
                      f"| {r['sensor_mean_abs_err_pct']:.1f} % | {r['sensor_max_abs_err_pct']:.1f} % (sensor {r['worst_sensor']}, "
                      f"{r['worst_pull']:+.1f}σ) | {r['sensor_stat_err_pct']:.2f} % |")
     return "\n".join(lines)
+
+
+def plot_conditioning(rows: list[dict], path):
+    """Per-sensor relative occupancy error (generated / truth - 1, %) with its statistical error, one
+    marker series per condition set, the +-3 % band of issue 6 shaded; written to ``path`` (PNG,
+    atomically). Returns the path."""
+    from b2bkg.report.style import label, new_figure, save_figure
+
+    fig, ax = new_figure(1, 1, size=(9.0, 4.0))
+    ax.axhspan(-3, 3, color="0.9", label="±3 %")
+    for i, r in enumerate(rows):
+        x = np.arange(len(r["sensor_rel_err_pct"])) + (i - (len(rows) - 1) / 2) * 0.15
+        ax.errorbar(x, r["sensor_rel_err_pct"], yerr=r["sensor_stat_pct"], fmt="o", ms=3, capsize=0, label=r["label"])
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xlabel("sensor index (0-15 layer 1, 16-39 layer 2)")
+    ax.set_ylabel("occupancy generated / truth - 1 [%]")
+    ax.legend(fontsize=8, ncol=min(len(rows) + 1, 5))
+    label(ax)
+    return save_figure(fig, path)
