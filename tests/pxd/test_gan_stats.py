@@ -9,10 +9,10 @@ import torch
 from b2bkg.core.errors import ConfigError
 from b2bkg.io import FileWriter
 from b2bkg.io.events import N_SENSORS, N_UCELLS, N_VCELLS, PxdDigits
-from b2bkg.pxd.models.event_gan import ConditionalBatchNorm
+from b2bkg.pxd.models.event_gan import ConditionalBatchNorm, EventGanConfig, EventGenerator
 from b2bkg.pxd.models.gan_stats import (
-    StatsMatcher, digits_level_fractions, event_factor_loadings, init_event_factors, init_event_offsets, level_fractions,
-    valid_cells,
+    StatsMatcher, digits_level_fractions, event_factor_loadings, init_event_factors, init_event_offsets, init_event_spread,
+    level_fractions, valid_cells,
 )
 from b2bkg.pxd.models.iea_gan import IeaGanConfig, IeaGenerator
 from b2bkg.pxd.models.pxd_data import event_images
@@ -185,6 +185,66 @@ def test_init_event_factors_gives_the_generator_the_data_occupancy_covariance():
     np.testing.assert_allclose(got.mean(), want.mean(), rtol=0.15)
     cfg_off = IeaGanConfig(**{**cfg.__dict__, "init_occupancy": False})
     assert init_event_factors(cfg_off, g, digits, (N_SENSORS, cfg.latent_dim)) is None
+
+
+@pytest.mark.parametrize("groups", [2, 4])
+def test_cov_term_weighs_the_spread_of_each_group_as_much_as_the_shared_part(groups):
+    """Generated events whose log occupancies swing twice as far as the data's (variance x 4, no
+    correlation in either): every diagonal entry is off by 3 data variances and the cov term is 9 /
+    (1 - decay) whatever the number of groups (not 9 / G, as a mean over all G x G entries gives)."""
+    h = np.array([[1, 1, 1, 1, 1, 1, 1, 1], [1, -1, 1, -1, 1, -1, 1, -1], [1, 1, -1, -1, 1, 1, -1, -1],
+                  [1, -1, -1, 1, 1, -1, -1, 1], [1, 1, 1, 1, -1, -1, -1, -1]])[1:1 + groups].T  # (8 events, G): orthogonal, zero mean
+    p = 10000
+
+    def events(amp):  # (8, G, p) images whose occupancy is 0.02 * exp(amp * h) (all hits far above every level)
+        m = np.rint(p * 0.02 * np.exp(amp * h)).astype(int)
+        x = -torch.ones(8, groups, p)
+        for e in range(8):
+            for g in range(groups):
+                x[e, g, :m[e, g]] = 1.0
+        return x
+
+    valid = torch.ones(p, dtype=torch.bool)
+    m = StatsMatcher(n_groups=groups, levels_adu=(7, 20), ema_decay=0.9)
+    m.set_targets(level_fractions(events(0.3), valid, (7, 20)))
+    assert float(m.loss(events(0.3), valid, update=False)["cov"]) < 1e-3
+    np.testing.assert_allclose(float(m.loss(events(0.6), valid, update=False)["cov"]), 9.0 / 0.1, rtol=0.05)  # rounding of the hit counts
+
+
+def test_init_event_spread_matches_the_data_spread_not_explained_by_the_factors():
+    """A generator whose sensors swing far more from event to event than the data's is scaled down
+    to the data's idiosyncratic spread (measured on fresh draws); one with no spread of its own is
+    left alone; off without ``init_spread``."""
+    rng = np.random.default_rng(6)
+    a = 0.1 + 0.1 * (np.arange(N_SENSORS) % 3)
+    digits, _ = _correlated_digits(rng, 24, 1500.0, a)
+    occ = digits_level_fractions(digits, (7,))[..., 0]
+    lo = event_factor_loadings(occ, 1)
+    var = np.log(occ).var(0, ddof=1)
+    target = float(np.maximum(var - (lo * lo).sum(1), 0.1 * var).mean())
+    cfg = EventGanConfig(grid_factor=(8, 8), latent_dim=2, sensor_latent_dim=2, sensor_dim=2, base_grid=(16, 48), channels=(4,),
+                         noise_channels=1, critic_channels=(2, 2), out_bias_init=-1.5, init_occupancy=True, init_spread=True,
+                         event_factors=1)
+    torch.manual_seed(0)
+    g = EventGenerator(cfg).eval()
+    with torch.no_grad():
+        g.to_sensors.weight.mul_(5.0)  # far too much spread (measured: 25 x the target)
+    init_event_offsets(cfg, g, digits, (cfg.latent_dim,), events=2)
+    w = g.to_sensors.weight.detach().clone()
+    alpha = init_event_spread(cfg, g, digits, (cfg.latent_dim,), events=16)
+    assert 0.0 < alpha < 0.5
+    torch.testing.assert_close(g.to_sensors.weight.detach(), w * alpha)
+    gen = torch.Generator().manual_seed(7)  # fresh draws (sensor_scale is still 0: the factors are off)
+    z = torch.randn(32, cfg.latent_dim, generator=gen)
+    noise = [torch.randn(32, *sh, generator=gen) for sh in g.noise_shapes()]
+    with torch.no_grad():
+        x = g(z, noise)
+    got = float(torch.log(level_fractions(x.reshape(32, N_SENSORS, -1), valid_cells(cfg.grid_factor), (7,))[..., 0]).var(0).mean())
+    assert 0.5 * target < got < 2.0 * target
+    with torch.no_grad():
+        g.to_sensors.weight.zero_()  # no spread of its own: nothing to take away
+    assert init_event_spread(cfg, g, digits, (cfg.latent_dim,)) == 1.0
+    assert init_event_spread(EventGanConfig(**{**cfg.__dict__, "init_spread": False}), g, digits, (cfg.latent_dim,)) is None
 
 
 def test_coarse_wgan_emits_cells_of_the_full_image():

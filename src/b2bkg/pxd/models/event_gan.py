@@ -39,6 +39,15 @@ leading principal components of the log sensor occupancies (:func:`~b2bkg.pxd.mo
 and the covariance term of the statistics matching trains them further. A single ``event_shift``
 is the special case of one factor with equal scales; unconstrained, it overshot.
 
+A Pearson correlation is the shared covariance over the product of the two sensors' total spreads,
+so the factors alone are not enough: the untrained small generator's own per-sensor spread (from
+z through ``to_sensors``) was 0.13 (coefficient of variation of a sensor's occupancy over events)
+vs the data's 0.08, and diluted the factors' correlations to 0.03 (data: 0.09). With
+``init_spread`` ``prepare`` scales the latent input layer (:attr:`EventGenerator.latent_layer`) down
+until that own spread matches the data's part not explained by the factors
+(:func:`~b2bkg.pxd.models.gan_stats.init_event_spread`); the covariance term weighs the diagonal
+(each sensor's spread) as much as the off-diagonal part, so training keeps it there.
+
 The noise maps give each pixel its own randomness (hit positions are random; a 64-dimensional z
 cannot place ~70 000 hits). Output channels are the ``grid_factor`` space-to-depth cells
 (:mod:`b2bkg.pxd.models.pxd_data`), shuffled back to 256 x 768 and cropped to 250 rows.
@@ -84,7 +93,7 @@ from b2bkg.io.events import N_SENSORS
 from b2bkg.training.registry import Family, register
 from b2bkg.training.sampling import event_normal
 
-from .gan_stats import build_stats, init_event_factors, init_event_offsets, prepare_stats, stats_loss
+from .gan_stats import build_stats, init_event_factors, init_event_offsets, init_event_spread, prepare_stats, stats_loss
 from .pxd_data import EventImageBatches, PxdImageGanConfig, images_to_digits, load_digits, validate_digits, wgan_gp_step
 
 __all__ = [
@@ -107,6 +116,9 @@ class EventGanConfig(PxdImageGanConfig):
         event_factor_lr: learning rate of the (40, k) ``sensor_scale`` relative to ``lr``: its
             values are ~0.005-0.05 (pre-tanh units), so Adam's per-parameter steps of ``lr`` would
             random-walk them away from the data initialisation within a hundred steps.
+        offset_lr: learning rate of the (40,) ``sensor_offset`` relative to ``lr`` (with Adam every
+            parameter moves by ~lr per step, so the 40 offsets cannot follow an occupancy drift made
+            by the many trunk weights at the same lr).
         base_grid: (rows, cols) of the Dense output per sensor; ``base_grid * 2**len(channels)``
             must equal the internal grid (256 / fr, 768 / fc).
         channels: output channels of the generator blocks (2x upsampling each).
@@ -129,6 +141,7 @@ class EventGanConfig(PxdImageGanConfig):
     event_shift: bool = False
     event_factors: int = 0
     event_factor_lr: float = 0.1
+    offset_lr: float = 1.0
     base_grid: tuple[int, ...] = (4, 12)
     channels: tuple[int, ...] = (32, 16, 16)
     noise_channels: int = 4
@@ -146,6 +159,7 @@ class EventGanConfig(PxdImageGanConfig):
         check_range("sensor_latent_dim", self.sensor_latent_dim, 1, 4096)
         check_range("event_factors", self.event_factors, 0, self.latent_dim)
         check_range("event_factor_lr", self.event_factor_lr, 0.0, 100.0)
+        check_range("offset_lr", self.offset_lr, 0.0, 1000.0)
         check_range("noise_channels", self.noise_channels, 0, 256)
         check_range("sensor_dim", self.sensor_dim, 1, 4096)
         check_range("head_hidden", self.head_hidden, 1, 65536)
@@ -311,6 +325,12 @@ class EventGenerator(EventNoiseMixin, nn.Module):
         self.sensor_scale = nn.Parameter(torch.zeros(N_SENSORS, cfg.event_factors)) if cfg.event_factors else None
         self.register_buffer("sensors", torch.arange(N_SENSORS), persistent=False)
 
+    @property
+    def latent_layer(self) -> nn.Linear:
+        """The layer whose input is the event latent z (its weight sets how much each sensor's image
+        moves with z: :func:`~b2bkg.pxd.models.gan_stats.init_event_spread`)."""
+        return self.to_sensors
+
     def forward(self, z: torch.Tensor, noise: list[torch.Tensor]) -> torch.Tensor:
         cfg, b = self.cfg, z.shape[0]
         per_sensor = self.to_sensors(z).view(b * N_SENSORS, cfg.sensor_latent_dim)  # (B*40, S)
@@ -341,12 +361,12 @@ class EventCritic(nn.Module):
         return self.head(f.view(b, -1))  # (B, 1)
 
 
-def generator_param_groups(G: nn.Module, lr: float, scale_lr_factor: float) -> list[dict]:
+def generator_param_groups(G: nn.Module, lr: float, scale_lr_factor: float, offset_lr_factor: float = 1.0) -> list[dict]:
     """Adam parameter groups of an event generator: everything at ``lr``, its ``sensor_scale`` (event
-    factors, if any) at ``lr * scale_lr_factor``."""
-    scale = getattr(G, "sensor_scale", None)
-    rest = [p for p in G.parameters() if p is not scale]
-    groups = [{"params": rest, "lr": lr}]
+    factors, if any) at ``lr * scale_lr_factor``, its ``sensor_offset`` at ``lr * offset_lr_factor``."""
+    scale, offset = getattr(G, "sensor_scale", None), G.sensor_offset
+    rest = [p for p in G.parameters() if p is not scale and p is not offset]
+    groups = [{"params": rest, "lr": lr}, {"params": [offset], "lr": lr * offset_lr_factor}]
     if scale is not None:
         groups.append({"params": [scale], "lr": lr * scale_lr_factor})
     return groups
@@ -373,9 +393,12 @@ class EventImageFamily(Family):
         raise NotImplementedError
 
     def prepare(self, cfg, modules, data):
+        G = modules["generator"]
         prepare_stats(cfg, modules, data.digits)
-        init_event_offsets(cfg, modules["generator"], data.digits, self.latent_shape(cfg))
-        init_event_factors(cfg, modules["generator"], data.digits, self.latent_shape(cfg))
+        init_event_offsets(cfg, G, data.digits, self.latent_shape(cfg))
+        if init_event_spread(cfg, G, data.digits, self.latent_shape(cfg)) is not None:
+            init_event_offsets(cfg, G, data.digits, self.latent_shape(cfg))  # the mean moves with the spread
+        init_event_factors(cfg, G, data.digits, self.latent_shape(cfg))
 
     def make_data(self, cfg, path, seed, rank=0, world_size=1):
         return EventImageBatches(load_digits(path, cfg.max_train_events), cfg.batch_size, seed, cfg.grid_factor, rank, world_size)
@@ -404,7 +427,7 @@ class PxdEventGan(EventImageFamily):
 
     def optimizers(self, cfg, modules):
         betas = (cfg.beta1, cfg.beta2)
-        return {"generator": torch.optim.Adam(generator_param_groups(modules["generator"], cfg.lr, cfg.event_factor_lr), betas=betas),
+        return {"generator": torch.optim.Adam(generator_param_groups(modules["generator"], cfg.lr, cfg.event_factor_lr, cfg.offset_lr), betas=betas),
                 "critic": torch.optim.Adam(modules["critic"].parameters(), lr=cfg.lr, betas=betas)}
 
     def latent_shape(self, cfg):

@@ -33,7 +33,10 @@ leave no shared event-level occupancy fluctuation (measured: correlations ~ -0.0
 +0.1); the data's correlations come from the beam conditions of an event scaling all sensors
 together. An event latent u ~ N(0, I_k) shared by the 40 sensors moves each sensor's pre-tanh
 output by ``sensor_scale[s] . u`` (learned (40, k) scales, after the last norm), initialised from the
-data as in ``pxd-event-gan`` (:func:`~b2bkg.pxd.models.gan_stats.init_event_factors`).
+data as in ``pxd-event-gan`` (:func:`~b2bkg.pxd.models.gan_stats.init_event_factors`); with
+``init_spread`` the per-sensor latent's input layer ``z_proj`` is scaled so that each sensor's own
+occupancy spread is the data's part not explained by the factors
+(:func:`~b2bkg.pxd.models.gan_stats.init_event_spread`), as in ``pxd-event-gan``.
 
 Optionally (``fm_*`` weights, the small config) the event-statistics matching of
 :mod:`b2bkg.pxd.models.gan_stats` is added to the generator loss.
@@ -98,6 +101,7 @@ class IeaGanConfig(PxdImageGanConfig):
             sensors, moves each sensor's pre-tanh output by ``sensor_scale[s] . u`` (learned (40, k)
             scales, initialised from the data's occupancy covariance by ``prepare``), around every norm.
         event_factor_lr: learning rate of ``sensor_scale`` relative to ``lr`` (as in ``pxd-event-gan``).
+        offset_lr: learning rate of the (40,) ``sensor_offset`` relative to ``lr`` (as in ``pxd-event-gan``).
     """
 
     batch_size: int = 1
@@ -126,6 +130,7 @@ class IeaGanConfig(PxdImageGanConfig):
     event_shift: bool = False
     event_factors: int = 0
     event_factor_lr: float = 0.1
+    offset_lr: float = 1.0
 
     def __post_init__(self):
         super().__post_init__()
@@ -138,6 +143,7 @@ class IeaGanConfig(PxdImageGanConfig):
         check_range("n_dis", self.n_dis, 1, 100)
         check_range("event_factors", self.event_factors, 0, 4096)
         check_range("event_factor_lr", self.event_factor_lr, 0.0, 100.0)
+        check_range("offset_lr", self.offset_lr, 0.0, 1000.0)
         check_range("d_lr_factor", self.d_lr_factor, 0.0, 100.0)
         check_range("lambda_intra", self.lambda_intra, 0.0, None)
         check_range("tau", self.tau, 1e-4, 100.0)
@@ -173,6 +179,11 @@ class IeaGenerator(EventNoiseMixin, nn.Module):
         # (40, k) response of each sensor's pre-tanh output to the event latent u (init_event_factors)
         self.sensor_scale = nn.Parameter(torch.zeros(N_SENSORS, cfg.event_factors)) if cfg.event_factors else None
         self.register_buffer("sensors", torch.arange(N_SENSORS), persistent=False)
+
+    @property
+    def latent_layer(self) -> nn.Linear:
+        """The layer whose input is the per-sensor latent z_s (:func:`~b2bkg.pxd.models.gan_stats.init_event_spread`)."""
+        return self.z_proj
 
     def noise_shapes(self) -> list[tuple[int, ...]]:
         """The trunk's (40, noise_channels, h, w) maps, then (k,) for the event latent u if ``event_factors``."""
@@ -257,7 +268,7 @@ class PxdIeaGan(EventImageFamily):
 
     def optimizers(self, cfg, modules):
         betas = (cfg.beta1, cfg.beta2)
-        return {"generator": torch.optim.Adam(generator_param_groups(modules["generator"], cfg.lr, cfg.event_factor_lr), betas=betas),
+        return {"generator": torch.optim.Adam(generator_param_groups(modules["generator"], cfg.lr, cfg.event_factor_lr, cfg.offset_lr), betas=betas),
                 "discriminator": torch.optim.Adam(modules["discriminator"].parameters(), lr=cfg.lr * cfg.d_lr_factor, betas=betas)}
 
     def latent_shape(self, cfg):

@@ -77,6 +77,10 @@ class PxdImageGanConfig(TrainConfig):
             pre-tanh output offset per sensor (one for all sensors in ``pxd-wgan``) is set by
             bisection so that the untrained generator already has the training file's occupancy
             per sensor (:func:`b2bkg.pxd.models.gan_stats.calibrate_offsets`).
+        init_spread: with ``init_occupancy``, event generators (``pxd-event-gan``, ``pxd-iea-gan``)
+            also scale their latent input layer so that each sensor's own event-to-event occupancy
+            spread matches the data's part not explained by the event factors
+            (:func:`b2bkg.pxd.models.gan_stats.init_event_spread`).
     """
 
     grid_factor: tuple[int, ...] = (1, 1)
@@ -94,6 +98,7 @@ class PxdImageGanConfig(TrainConfig):
     fm_sharpness: float = 5.0
     fm_ema_decay: float = 0.95
     init_occupancy: bool = False
+    init_spread: bool = False
 
     def __post_init__(self):
         super().__post_init__()
