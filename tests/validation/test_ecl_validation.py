@@ -53,7 +53,11 @@ def test_screened_fit_equals_full_fit_above_threshold():
     full = fit_waveforms(w)
     above = full.amplitude_adu >= 40.0
     assert above.sum() > 10
-    assert np.array_equal(amp[above], full.amplitude_adu[above]) and np.array_equal(t[above], full.peak_time_us[above])
+    # the same fit of the same crystals: equal up to the rounding of the fit's float32 template
+    # products, which BLAS may block differently for a batch of fewer crystals (exact equality held
+    # on one machine, not on another: relative differences ~3e-7 seen)
+    np.testing.assert_allclose(amp[above], full.amplitude_adu[above], rtol=1e-5, atol=0)
+    np.testing.assert_allclose(t[above], full.peak_time_us[above], rtol=0, atol=1e-4)
     assert ((amp > 0) & ~above).sum() < (amp > 0).sum()  # some below-threshold crystals fitted, not required
     assert (amp == 0).mean() > 0.3  # most crystals skipped
 
