@@ -8,7 +8,7 @@ from scipy import stats
 
 from b2bkg.selmc.bias import compare_samples, quantile_edges, weighted_chi2, weighted_hist
 from b2bkg.selmc.speedup import (
-    SEED_COST_HS06, efficiency_at_retention, expected_speedup, infer_repeats, oracle_probability, perfect_speedup, realized_speedup,
+    SEED_COST_HS06, bootstrap_ratio, efficiency_at_retention, expected_speedup, infer_repeats, oracle_probability, perfect_speedup, realized_speedup,
     roc_auc, scan_scale,
 )
 
@@ -149,3 +149,23 @@ def test_sqrt_keep_map_beats_identity_for_calibrated_scores():
     best = max(r["speedup"] for r in rows)
     assert best > 1.2 * ident
     assert [r["scale"] for r in rows][int(np.argmax([r["speedup"] for r in rows]))] in (1.0, 1.5, 2.0)
+
+
+def test_bootstrap_ratio_paired():
+    q, rng = _bimodal_population(seed=7)
+    passed = rng.random(len(q)) < q
+    p_or = np.clip(1.5 * np.sqrt(q), 0.01, 1)
+    same = bootstrap_ratio(p_or, p_or, passed, n_boot=50, seed=1)
+    assert same["ratio"] == pytest.approx(1.0) and same["std"] < 1e-12  # paired: identical maps never differ
+    noisy = np.clip(q * np.exp(rng.normal(0, 1.0, len(q))), 0, 1)
+    res = bootstrap_ratio(np.clip(1.5 * np.sqrt(noisy), 0.01, 1), p_or, passed, n_boot=100, seed=1)
+    assert res["ratio"] < 1.0 and res["std"] > 0
+    assert res["q05"] <= res["ratio"] <= res["q95"]
+    half = bootstrap_ratio(np.clip(1.5 * np.sqrt(noisy[: len(q) // 4]), 0.01, 1), p_or[: len(q) // 4], passed[: len(q) // 4],
+                           n_boot=100, seed=1)
+    assert half["std"] > 1.3 * res["std"]  # ~2x for a quarter of the events
+
+
+def test_bootstrap_ratio_without_passing_events():
+    res = bootstrap_ratio(np.full(20, 0.5), np.full(20, 0.5), np.zeros(20, bool), n_boot=10)
+    assert np.isnan(res["ratio"]) and res["n_boot"] == 0

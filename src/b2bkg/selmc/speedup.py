@@ -36,7 +36,7 @@ import numpy as np
 __all__ = [
     "SEED_COST_HS06", "HS06_PER_CORE", "roc_auc", "efficiency_at_retention", "network_cost_s", "expected_speedup",
     "realized_speedup", "perfect_speedup", "speedup_table", "plot_speedup", "infer_repeats", "oracle_probability",
-    "scan_scale",
+    "scan_scale", "bootstrap_ratio",
 ]
 
 SEED_COST_HS06 = {"overhead": 0.79, "generation": 0.11, "simulation": 47.23, "reconstruction": 26.77}
@@ -93,6 +93,32 @@ def scan_scale(q: np.ndarray, passed: np.ndarray, p_min: float = 0.01, scales=(0
         p = np.clip(sc * np.clip(np.asarray(q, np.float64), 0, 1) ** power, p_min, 1.0)
         rows.append({"scale": float(sc), "speedup": expected_speedup(p, passed, net_hs06)["speedup"]})
     return rows
+
+
+def bootstrap_ratio(p_net: np.ndarray, p_oracle: np.ndarray, passed: np.ndarray, net_hs06: float = 0.0, *, n_boot: int = 200,
+                    seed: int = 0) -> dict:
+    """Statistical spread of ``speed-up(network) / speed-up(oracle)`` on a finite held-out sample.
+
+    Paired bootstrap over events: each resample draws n events with replacement and evaluates
+    :func:`expected_speedup` of both keep maps on the same events (the oracle's posterior means
+    are taken as given). Returns ``{"ratio", "std", "q05", "q95", "n_boot"}`` (``ratio``: the
+    full-sample value; ``n_boot``: resamples used, those without a passing event are dropped).
+    """
+    p_net, p_oracle = np.asarray(p_net, np.float64), np.asarray(p_oracle, np.float64)
+    passed = np.asarray(passed, bool)
+    def ratio(i):
+        den = expected_speedup(p_oracle[i], passed[i])["speedup"]
+        return expected_speedup(p_net[i], passed[i], net_hs06)["speedup"] / den if den > 0 else np.nan
+
+    n = len(passed)
+    full = ratio(np.arange(n))
+    rng = np.random.default_rng(seed)
+    r = np.array([ratio(rng.integers(0, n, n)) for _ in range(n_boot)], np.float64)
+    r = r[np.isfinite(r)]  # resamples without a passing event have no speed-up to compare
+    if len(r) < 2:
+        return {"ratio": float(full), "std": float("nan"), "q05": float("nan"), "q95": float("nan"), "n_boot": int(len(r))}
+    return {"ratio": float(full), "std": float(r.std(ddof=1)), "q05": float(np.quantile(r, 0.05)), "q95": float(np.quantile(r, 0.95)),
+            "n_boot": int(len(r))}
 
 
 def roc_auc(y: np.ndarray, score: np.ndarray, weights: np.ndarray | None = None) -> float:
@@ -332,13 +358,16 @@ def compare_architectures(runs: dict, events, *, skim: str = "fei_b0", retention
 
 def selmc_study(run_dir, test_path, ref_path, out_dir, *, skim: str = "fei_b0", p_mins=(0.003, 0.01, 0.03, 0.1),
                 thresholds=(0.05, 0.1, 0.2, 0.3, 0.5), default_p_min: float = 0.01, default_threshold: float = 0.2,
-                seed: int = 1, hs06_per_core: float = HS06_PER_CORE, n_bins: int = 20) -> dict:
+                seed: int = 1, hs06_per_core: float = HS06_PER_CORE, n_bins: int = 20, n_boot: int = 200) -> dict:
     """Speed-up vs oracle and bias of one trained network on a held-out sample, against an independent reference.
 
     Writes ``metrics.json``, ``speedup.png`` (speed-up vs p_min / threshold with the smallest chi2
     p-value beside it, oracle and Bayes AUC on the same plot) and ``distributions.png`` (the
     monitored distributions with ratio panels) into ``out_dir``; returns the metrics.
     The keep decisions are those of :func:`b2bkg.selmc.weighting.filter_file` with ``seed``.
+    Each p_min row carries a paired bootstrap (``n_boot`` resamples, :func:`bootstrap_ratio`) of
+    the network / oracle ratio; the network's scores are saved as ``scores.npz`` (with
+    ``event_id``, ``passed`` and the oracle's posterior means) for further analysis.
     """
     import json
     from pathlib import Path
@@ -383,8 +412,10 @@ def selmc_study(run_dir, test_path, ref_path, out_dir, *, skim: str = "fei_b0", 
                "pass_count": cmp["pass_count"], "auc": metrics["auc"], "bayes_auc": metrics["bayes_auc"]}
         row["min_chi2_p"] = min(v["p_value"] for v in row["chi2"].values())
         if q is not None:
-            row["oracle_speedup"] = expected_speedup(keep_probability(q_oracle, FilterConfig(p_min=pm)), y)["speedup"]
+            p_or = keep_probability(q_oracle, FilterConfig(p_min=pm))
+            row["oracle_speedup"] = expected_speedup(p_or, y)["speedup"]
             row["fraction_of_oracle"] = row["speedup"] / row["oracle_speedup"]
+            row["fraction_of_oracle_bootstrap"] = bootstrap_ratio(p, p_or, y, net_hs06, n_boot=n_boot, seed=seed)
         metrics["sample"].append(row)
     for thr in thresholds:
         p = keep_probability(score, FilterConfig(mode="threshold", threshold=thr))
@@ -404,6 +435,8 @@ def selmc_study(run_dir, test_path, ref_path, out_dir, *, skim: str = "fei_b0", 
            "held-out, unfiltered": metrics["unfiltered_vs_ref"]}
     plot_comparison([("held-out, unfiltered", pe, np.ones(n), n), (lab_s, pe, w, n), (lab_t, pe, thr_w, n)], ("reference", rpe, n_ref),
                     skim, out / "distributions.png", results=res, n_bins=n_bins, title=f"{skim}: skim-passing events")
+    np.savez_compressed(out / "scores.npz", event_id=np.asarray(pe["event_id"]), score=score, passed=y,
+                        q_oracle=q_oracle if q_oracle is not None else np.full(n, np.nan))
     with open(out / "metrics.json", "w") as f:
         json.dump(metrics, f, indent=1, default=float)
     return metrics
