@@ -36,6 +36,10 @@ class DemoSizes:
     ecl_test: int = 60
     smc_train: int = 20000
     smc_test: int = 6000
+    #: validation events for the skim network (0: none, the last weights are used)
+    smc_val: int = 0
+    #: skim networks trained with seeds seed, seed+1, ... and merged into one ensemble (logits averaged)
+    smc_members: int = 1
     validate_events: int = 60
     #: conditioning check (issue 6): training events over wide conditions, and events per held-out
     #: condition set (0: the step is skipped, as in the demo)
@@ -51,10 +55,12 @@ class DemoSizes:
 
 #: README sample sizes: every table in the README is produced by ``b2bkg reproduce`` with these.
 REPRODUCE = DemoSizes(
-    pxd_train=1000, pxd_test=2000, pxd_cond_train=2000, pxd_cond_test=800, ecl_train=1000, ecl_test=2000, smc_train=40000, smc_test=20000, validate_events=100,
+    pxd_train=1000, pxd_test=2000, pxd_cond_train=2000, pxd_cond_test=800, ecl_train=1000, ecl_test=2000,
+    smc_train=200000, smc_test=60000, smc_val=5000, smc_members=2, validate_events=100,
     pxd_models=("pxd-null", "pxd-fast", "pxd-wgan", "pxd-event-gan", "pxd-iea-gan", "pxd-diffusion"),
     overrides=(
-        ("smc-nn", ("max_steps=3000", "lr_decay_start=0.3")),
+        ("smc-nn", ("max_steps=10000", "lr_decay_start=0.3", "val_every=500", "val_events=5000", "checkpoint_every=500",
+                    "ema_decay=0.999", "ema_modules=[net]")),
         ("ecl-gan", ("max_train_events=1000",)), ("ecl-cov", ("max_train_events=1000",)), ("ecl-ae", ("max_train_events=1000",)),
         # the image GANs' README rows: 300 training events
         ("pxd-wgan", ("max_train_events=300",)), ("pxd-event-gan", ("max_train_events=300",)),
@@ -242,9 +248,19 @@ def step_smc(ctx: DemoContext) -> None:
     from b2bkg.selmc.speedup import selmc_study
     from b2bkg.training import train
 
+    val = None
+    if s.smc_val > 0:
+        val = ctx.data("smc_val.h5")
+        simulate_smc(s.smc_val, ctx.seed + 3000, val, sample="mixed", command="b2bkg demo")
     run = ctx.path("runs", "smc-nn")
-    train("smc-nn", ctx.data("smc_train.h5"), run, config="small", overrides=ctx.sizes.overrides_for("smc-nn"),
-          seed=ctx.seed, command="b2bkg demo")
+    members = [run] if s.smc_members <= 1 else [ctx.path("runs", f"smc-nn-member{k}") for k in range(s.smc_members)]
+    for k, r in enumerate(members):
+        train("smc-nn", ctx.data("smc_train.h5"), r, config="small", overrides=ctx.sizes.overrides_for("smc-nn"), val=val,
+              seed=ctx.seed + k, command="b2bkg demo")
+    if len(members) > 1:
+        from b2bkg.selmc.models.family import merge_runs
+
+        merge_runs(members, run, command="b2bkg demo")
     out = ctx.path("eval", "smc-nn")
     m = selmc_study(run, ctx.data("smc_test.h5"), ctx.data("smc_ref.h5"), out, seed=ctx.seed)
     ctx.report_inputs += [out, run]
