@@ -59,7 +59,7 @@ REPRODUCE = DemoSizes(
     smc_train=200000, smc_test=60000, smc_val=5000, smc_members=2, validate_events=100,
     pxd_models=("pxd-null", "pxd-fast", "pxd-wgan", "pxd-event-gan", "pxd-iea-gan", "pxd-diffusion"),
     overrides=(
-        ("smc-nn", ("max_steps=10000", "lr_decay_start=0.3", "val_every=500", "val_events=5000", "checkpoint_every=500",
+        ("smc-nn", ("arch=gnn", "max_steps=10000", "lr_decay_start=0.3", "val_every=500", "val_events=5000", "checkpoint_every=500",
                     "ema_decay=0.999", "ema_modules=[net]")),
         ("ecl-gan", ("max_train_events=1000",)), ("ecl-cov", ("max_train_events=1000",)), ("ecl-ae", ("max_train_events=1000",)),
         # the image GANs' README rows: 300 training events
