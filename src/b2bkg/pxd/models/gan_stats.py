@@ -286,6 +286,19 @@ def init_event_offsets(cfg, G, digits: PxdDigits, latent_shape, events: int = 4)
     return calibrate_offsets(lambda: G(z, noise), G.sensor_offset.data, target, cfg.grid_factor, cfg.threshold_adu)
 
 
+def _fixed_draws(G, latent_shape, events: int, seed: int, dev) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``events`` fixed latent + noise draws of generator ``G`` (torch generator seeded with ``seed``)."""
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(events, *latent_shape, generator=gen).to(dev)
+    return z, [torch.randn(events, *s, generator=gen).to(dev) for s in G.noise_shapes()]
+
+
+def _generated_occupancy(G, z, noise, valid: torch.Tensor, threshold_adu: int) -> torch.Tensor:
+    """Fired fraction above ``threshold_adu`` per (event, sensor) of ``G(z, noise)``, shape (E, 40)."""
+    x = G(z, noise)
+    return level_fractions(x.reshape(x.shape[0], x.shape[1], -1), valid, (threshold_adu,))[..., 0]
+
+
 def event_factor_loadings(occ: np.ndarray, k: int) -> np.ndarray:
     """Top-``k`` principal components of the event-to-event covariance of log sensor occupancy.
 
@@ -327,18 +340,15 @@ def init_event_factors(cfg, G, digits: PxdDigits, latent_shape, events: int = 4,
     occ = digits_level_fractions(digits, (cfg.threshold_adu,))[..., 0]  # (n, 40)
     loadings = torch.as_tensor(event_factor_loadings(occ, k), dtype=torch.float32)  # (40, k)
     dev = G.sensor_offset.device
-    gen = torch.Generator().manual_seed(0)
-    z = torch.randn(events, *latent_shape, generator=gen).to(dev)
-    noise = [torch.randn(events, *s, generator=gen).to(dev) for s in G.noise_shapes()]
+    z, noise = _fixed_draws(G, latent_shape, events, 0, dev)
     valid = valid_cells(cfg.grid_factor).to(dev)
     scale, off = G.sensor_scale.data, G.sensor_offset.data
     scale.zero_()
     logs = []
     for d in (delta, -delta):
         off += d
-        x = G(z, noise)
+        occ_g = _generated_occupancy(G, z, noise, valid, cfg.threshold_adu).mean(0)  # (40,)
         off -= d
-        occ_g = level_fractions(x.reshape(x.shape[0], x.shape[1], -1), valid, (cfg.threshold_adu,))[..., 0].mean(0)  # (40,)
         logs.append(torch.log(occ_g.cpu() + 1.0 / (N_UCELLS * N_VCELLS)))
     slope = ((logs[0] - logs[1]) / (2 * delta)).clamp(min=0.1)  # (40,) d log occ / d offset, > 0 (tanh is monotone)
     scale.copy_((loadings / slope[:, None]).clamp(-max_scale, max_scale).to(dev))
@@ -374,9 +384,7 @@ def init_event_spread(cfg, G, digits: PxdDigits, latent_shape, events: int = 16,
         var = np.maximum(var - (lo * lo).sum(1), 0.1 * var)
     target = float(var.mean())
     dev = G.sensor_offset.device
-    gen = torch.Generator().manual_seed(1)
-    z = torch.randn(events, *latent_shape, generator=gen).to(dev)
-    noise = [torch.randn(events, *s, generator=gen).to(dev) for s in G.noise_shapes()]
+    z, noise = _fixed_draws(G, latent_shape, events, 1, dev)
     valid = valid_cells(cfg.grid_factor).to(dev)
     scale = getattr(G, "sensor_scale", None)
     saved = None if scale is None else scale.data.clone()
@@ -386,8 +394,7 @@ def init_event_spread(cfg, G, digits: PxdDigits, latent_shape, events: int = 16,
 
     def spread(alpha: float) -> float:
         layer.weight.data.copy_(w0 * alpha)
-        x = G(z, noise)
-        o = level_fractions(x.reshape(x.shape[0], x.shape[1], -1), valid, (cfg.threshold_adu,))[..., 0]  # (E, 40)
+        o = _generated_occupancy(G, z, noise, valid, cfg.threshold_adu)  # (E, 40)
         return float(torch.log(o + 1.0 / (N_UCELLS * N_VCELLS)).var(0).mean())
 
     alpha = 1.0
