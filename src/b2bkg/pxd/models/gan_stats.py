@@ -278,10 +278,7 @@ def init_event_offsets(cfg, G, digits: PxdDigits, latent_shape, events: int = 4)
     Returns the calibrated occupancies (None when ``cfg.init_occupancy`` is off)."""
     if not cfg.init_occupancy:
         return None
-    dev = G.sensor_offset.device
-    gen = torch.Generator().manual_seed(0)
-    z = torch.randn(events, *latent_shape, generator=gen).to(dev)
-    noise = [torch.randn(events, *s, generator=gen).to(dev) for s in G.noise_shapes()]
+    z, noise = _fixed_draws(G, latent_shape, events, 0, G.sensor_offset.device)
     target = torch.as_tensor(digits_level_fractions(digits, (cfg.threshold_adu,))[..., 0].mean(0), dtype=torch.float32)
     return calibrate_offsets(lambda: G(z, noise), G.sensor_offset.data, target, cfg.grid_factor, cfg.threshold_adu)
 
